@@ -1,0 +1,1 @@
+"""The HTTP/SSE/websocket API of volantd (quart-trio served by hypercorn)."""

@@ -1,0 +1,40 @@
+"""The app factory: one blueprint per resource, shared error model, request ids."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from quart import Response, g, request
+from quart_trio import QuartTrio
+
+from volant.api import system
+from volant.api.context import ApiContext
+from volant.api.errors import install_error_handlers
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def create_app(ctx: ApiContext) -> QuartTrio:
+    app = QuartTrio("volant")
+    app.config["VOLANT_CONTEXT"] = ctx
+    # Streaming responses (SSE, agent proxy, waits) must never be cut by a server-side
+    # timeout, which is what killed upstream's event stream after 30 s.
+    app.config["RESPONSE_TIMEOUT"] = None
+    app.config["BODY_TIMEOUT"] = 120
+    app.config["MAX_CONTENT_LENGTH"] = 8 * 1024 * 1024
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    @app.before_request
+    async def _assign_request_id() -> None:
+        incoming = request.headers.get("X-Request-Id", "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+    @app.after_request
+    async def _echo_request_id(response: Response) -> Response:
+        response.headers["X-Request-Id"] = getattr(g, "request_id", "")
+        return response
+
+    install_error_handlers(app)
+    app.register_blueprint(system.blueprint)
+    return app

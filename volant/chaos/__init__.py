@@ -1,0 +1,1 @@
+"""The chaos harness: faults against a running volantd, invariants checked after each."""

@@ -1,0 +1,1 @@
+"""volar: the command-line client of the volantd API."""

@@ -1,0 +1,109 @@
+"""``volantd``: the control-plane daemon.
+
+``volantd`` (or ``volantd run``) loads the configuration, starts the root
+supervision tree and serves the API until SIGTERM/SIGINT, then shuts the tree
+down in reverse order. VMMs are detached processes: stopping volantd never
+stops a VM; the next start adopts them.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import trio
+import typer
+
+from volant import __version__
+from volant.config import Config, load_config
+from volant.errors import ConfigError
+from volant.logging import configure_logging, get_logger
+
+app = typer.Typer(
+    name="volantd",
+    help="Volant control plane: boots plugin manifests as microVMs and keeps them running.",
+    add_completion=False,
+    no_args_is_help=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML config file (default: $VOLANT_CONFIG)."),
+]
+ListenOption = Annotated[
+    str | None,
+    typer.Option("--listen", help="API listen address HOST:PORT (default: $VOLANT_API_LISTEN)."),
+]
+
+
+def _load_or_exit(config: Path | None, **overrides: object) -> Config:
+    try:
+        return load_config(config, None, **overrides)
+    except ConfigError as exc:
+        typer.echo(f"volantd: invalid configuration: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+
+
+async def _wait_for_signal(cancel_scope: trio.CancelScope, stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            get_logger("volantd").info("signal received, shutting down", signal=signum)
+            stop.set()
+            return
+
+
+async def run_daemon(cfg: Config) -> None:
+    """Run the root supervisor until a termination signal arrives."""
+    from volant.orchestrator.root import run_root
+
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_wait_for_signal, nursery.cancel_scope, stop)
+        await run_root(cfg, stop)
+        nursery.cancel_scope.cancel()
+
+
+@app.callback(invoke_without_command=True)
+def main_callback(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    listen: ListenOption = None,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    """Run the daemon (the default command)."""
+    if version:
+        typer.echo(f"volantd {__version__}")
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is not None:
+        return
+    cfg = _load_or_exit(config, api_listen=listen)
+    configure_logging(cfg.log_level, None if cfg.log_format == "auto" else cfg.log_format == "json")
+    log = get_logger("volantd")
+    log.info(
+        "volantd starting",
+        version=__version__,
+        listen=cfg.api_listen,
+        state_dir=str(cfg.state_dir),
+        hypervisor=cfg.hypervisor,
+    )
+    try:
+        trio.run(run_daemon, cfg)
+    except KeyboardInterrupt:
+        pass
+    except ConfigError as exc:
+        typer.echo(f"volantd: invalid configuration: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        typer.echo(f"volantd: cannot start: {exc}", err=True)
+        raise typer.Exit(1) from None
+    log.info("volantd stopped")
+
+
+def main() -> None:
+    app(prog_name="volantd")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

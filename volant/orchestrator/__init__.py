@@ -1,0 +1,1 @@
+"""The domain actors: root tree, VMs, deployments, taps, events, plugins."""

@@ -92,13 +92,23 @@ def main_callback(
         trio.run(run_daemon, cfg)
     except KeyboardInterrupt:
         pass
-    except ConfigError as exc:
-        typer.echo(f"volantd: invalid configuration: {exc.message}", err=True)
-        raise typer.Exit(2) from None
-    except OSError as exc:
-        typer.echo(f"volantd: cannot start: {exc}", err=True)
-        raise typer.Exit(1) from None
+    except BaseException as exc:
+        leaf = _first_leaf(exc)
+        if isinstance(leaf, ConfigError):
+            typer.echo(f"volantd: invalid configuration: {leaf.message}", err=True)
+            raise typer.Exit(2) from None
+        if isinstance(leaf, OSError):
+            typer.echo(f"volantd: cannot start: {leaf}", err=True)
+            raise typer.Exit(1) from None
+        raise
     log.info("volantd stopped")
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    """Trio wraps failures in exception groups; the operator needs the cause."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ def validate_name(name: object, kind: str = "name") -> str:
         raise ValidationError(
             f"{kind} is too long ({len(name)} characters, at most {MAX_NAME_LENGTH})", field=kind
         )
-    if not _LABEL.match(name):
+    if not _LABEL.fullmatch(name):
         raise ValidationError(
             f"invalid {kind} {name!r}: use lower-case letters, digits and '-', "
             "starting and ending with a letter or digit",

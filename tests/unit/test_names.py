@@ -13,7 +13,7 @@ def test_valid_names(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["", "a/b", "..", "../etc", "a b", "a\x00b", "a\nb", "-web", "web-", "Web", "a" * 64,
+    ["", "a/b", "..", "../etc", "a b", "a\x00b", "a\nb", "abc\n", "-web", "web-", "Web", "a" * 64,
      "a" * 300, "web.1", "web_1", "é"],
 )
 def test_invalid_names_are_rejected_with_the_kind(name: str) -> None:

@@ -37,5 +37,8 @@ def configure_logging(level: str = "info", json: bool | None = None) -> None:
 
 
 def get_logger(name: str, **bound: object) -> structlog.typing.FilteringBoundLogger:
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name)
-    return logger.bind(logger=name, **bound) if bound else logger.bind(logger=name)
+    """A lazy logger: safe to create at import time, before ``configure_logging`` runs."""
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(
+        name, component=name, **bound
+    )
+    return logger

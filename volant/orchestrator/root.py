@@ -1,23 +1,159 @@
-"""The root of the supervision tree (DESIGN.md section 3)."""
+"""The root of the supervision tree (DESIGN.md section 3).
+
+    Root supervisor (rest_for_one)
+    ├── EventBus
+    ├── HostNetwork
+    ├── PluginRegistry
+    ├── VMSupervisor (dynamic, one_for_one) ── VM actors ── runner: Tap → VMM
+    ├── VMManager        recovery in on_start, then create/destroy/IPAM
+    └── API server       opens only after everything before it has started
+
+rest_for_one: a child depends on every child started before it, so when one
+restarts, the ones after it restart too and pick up the new instances through
+``Tree`` (the factories read from it, never from captured objects).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import trio
 
 from volant import __version__
+from volant.actors import Backoff, ChildSpec, DynamicSupervisor, Restart, Strategy, Supervisor
+from volant.actors.spec import SupervisorEvent
 from volant.api.app import create_app
 from volant.api.context import ApiContext
 from volant.api.server import serve_api
 from volant.config import Config
 from volant.logging import get_logger
+from volant.media import MediaCache
+from volant.orchestrator.events import EventBus
+from volant.orchestrator.hostnet import HostNetwork
+from volant.orchestrator.lifecycle import DaemonLifecycle, instance_id_for
+from volant.orchestrator.plugins import PluginRegistry
+from volant.orchestrator.vm import BOOT_MARKER, VMDeps
+from volant.orchestrator.vms import VMManager, vm_supervisor
+from volant.runtime import select_launcher
+from volant.runtime.hollow import HOLLOW_BOOT_MARKER
+from volant.store import StateStore
 
 log = get_logger("volant.root")
 
 
+class ApiServer:
+    """The HTTP server as a supervised child: started last, stopped first."""
+
+    def __init__(self, tree: Tree) -> None:
+        self.tree = tree
+        self._shutdown = trio.Event()
+
+    def request_stop(self) -> None:
+        self._shutdown.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        app = create_app(self.tree.api_context())
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(serve_api, app, self.tree.cfg, self._shutdown)
+            log.info("api listening", binds=binds)
+            task_status.started()
+
+
+class Tree:
+    """Holds the current instance of each root child for the factories and the API."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.store = StateStore(cfg.state_dir)
+        self.lifecycle = DaemonLifecycle(instance_id_for(cfg.state_dir))
+        self.media = MediaCache(cfg.state_dir / "cache" / "media")
+        self.launcher = select_launcher(cfg.hypervisor)
+        self.events: EventBus | None = None
+        self.hostnet: HostNetwork | None = None
+        self.plugins: PluginRegistry | None = None
+        self.vm_supervisor: DynamicSupervisor | None = None
+        self.vm_manager: VMManager | None = None
+        self.root: Supervisor | None = None
+
+    # -- factories -----------------------------------------------------------------------
+    def make_events(self) -> EventBus:
+        self.events = EventBus(self.cfg.state_dir / "events")
+        return self.events
+
+    def make_hostnet(self) -> HostNetwork:
+        assert self.events is not None
+        self.hostnet = HostNetwork(self.cfg, self.events)
+        return self.hostnet
+
+    def make_plugins(self) -> PluginRegistry:
+        assert self.events is not None
+        self.plugins = PluginRegistry(self.store, self.events)
+        return self.plugins
+
+    def make_vm_supervisor(self) -> DynamicSupervisor:
+        self.vm_supervisor = vm_supervisor()
+        self.vm_supervisor._on_event = self.on_supervisor_event
+        return self.vm_supervisor
+
+    def make_vm_manager(self) -> VMManager:
+        assert self.events is not None and self.vm_supervisor is not None
+        kind = getattr(self.launcher, "kind", "")
+        marker = HOLLOW_BOOT_MARKER.encode() if kind == "hollow" else BOOT_MARKER
+        deps = VMDeps(
+            cfg=self.cfg, store=self.store, events=self.events, launcher=self.launcher,
+            lifecycle=self.lifecycle, hostnet=self.hostnet, publish_view=lambda _n, _v: None,
+            ready_marker=marker,
+        )
+        self.vm_manager = VMManager(deps, self.vm_supervisor, None)
+        return self.vm_manager
+
+    def make_api(self) -> ApiServer:
+        return ApiServer(self)
+
+    def api_context(self) -> ApiContext:
+        assert self.root is not None and self.vm_manager is not None
+        services: dict[str, Any] = {
+            "events": self.events,
+            "plugins": self.root.ref("plugins"),
+            "vms": self.root.ref("vm-manager"),
+            "vm_manager": self.vm_manager,
+            "media": self.media,
+            "vm_counts": self.vm_manager.counts_by_status,
+        }
+        return ApiContext(config=self.cfg, version=__version__, services=services)
+
+    def on_supervisor_event(self, event: SupervisorEvent) -> None:
+        if self.events is None or event.kind not in ("child_crashed", "escalated"):
+            return
+        self.events.publish("ACTOR_CRASHED" if event.kind == "child_crashed" else
+                            "SUPERVISOR_ESCALATED", event.child,
+                            message=event.error or "", supervisor=event.supervisor)
+
+    def build(self) -> Supervisor:
+        children = [
+            ChildSpec("events", self.make_events, Restart.PERMANENT, shutdown_timeout=5),
+            ChildSpec("hostnet", self.make_hostnet, Restart.PERMANENT, shutdown_timeout=5),
+            ChildSpec("plugins", self.make_plugins, Restart.PERMANENT, shutdown_timeout=5),
+            ChildSpec("vm-supervisor", self.make_vm_supervisor, Restart.PERMANENT,
+                      shutdown_timeout=120),
+            ChildSpec("vm-manager", self.make_vm_manager, Restart.PERMANENT,
+                      shutdown_timeout=30),
+            ChildSpec("api", self.make_api, Restart.PERMANENT, shutdown_timeout=10),
+        ]
+        self.root = Supervisor("root", children, Strategy.REST_FOR_ONE, intensity=3,
+                               period=30.0, backoff=Backoff(initial=0.2, maximum=5.0),
+                               on_event=self.on_supervisor_event)
+        return self.root
+
+
 async def run_root(cfg: Config, stop: trio.Event) -> None:
-    cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    ctx = ApiContext(config=cfg, version=__version__)
-    app = create_app(ctx)
+    """Run the tree until ``stop`` is set; VMs keep running after volantd exits."""
+    tree = Tree(cfg)
+    root = tree.build()
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(serve_api, app, cfg, stop)
-        log.info("api listening", binds=binds)
+        await nursery.start(root.run)
+        log.info("volantd ready", instance=tree.lifecycle.instance_id,
+                 launcher=getattr(tree.launcher, "kind", "?"))
+        await stop.wait()
+        tree.lifecycle.detaching = True
+        root.request_stop()

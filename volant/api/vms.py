@@ -1,0 +1,183 @@
+"""VM routes (upstream sections 1.2-1.4) plus ``/wait``.
+
+Create returns as soon as the VM is accepted and persisted (201); the boot goes
+on in the VM's actor. ``?wait=running&timeout=S`` on create, or
+``GET /api/v1/vms/{name}/wait?state=running&timeout=S``, block until the state is
+reached (200), the VM settles in another final state (409) or time runs out (408).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from quart import Blueprint, Response, jsonify, request
+
+from volant.api.common import context, json_object, query_int, service
+from volant.errors import ConflictError, ValidationError, VolantError
+from volant.orchestrator.events import EventBus, EventFilter
+from volant.orchestrator.plugins import Resolve
+from volant.orchestrator.vm import RestartVM, Start, Stop
+from volant.orchestrator.vmm import StopTimeouts
+from volant.orchestrator.vmrequest import parse_create, resolve
+from volant.orchestrator.vms import CreateVM, DestroyVM, VMManager
+
+blueprint = Blueprint("vms", __name__)
+
+SORT_FIELDS = ("name", "status", "runtime", "updated_at", "created_at")
+WAITABLE = ("running", "stopped", "crashed", "failed")
+SETTLED = {"running", "stopped", "crashed", "failed"}
+LONG_CALL = StopTimeouts().total * 2 + 30
+
+
+class WaitTimeout(VolantError):
+    status = 408
+
+
+def _manager() -> VMManager:
+    manager: VMManager = service("vm_manager")
+    return manager
+
+
+@blueprint.get("/api/v1/vms")
+async def list_vms() -> Response:
+    views = _manager().list_views()
+    statuses = {s.strip().lower() for raw in request.args.getlist("status")
+                for s in raw.split(",") if s.strip()}
+    runtime = request.args.get("runtime", "").strip().lower()
+    plugin = request.args.get("plugin", "").strip().lower()
+    text = request.args.get("q", "").strip().lower()
+    limit = query_int("limit")
+    offset = query_int("offset", 0) or 0
+    sort = request.args.get("sort", "created_at")
+    if sort not in SORT_FIELDS:
+        sort = "created_at"
+    descending = request.args.get("order", "asc").lower() == "desc"
+
+    def keep(view: dict[str, Any]) -> bool:
+        if statuses and view["status"] not in statuses:
+            return False
+        if runtime and view["runtime"].lower() != runtime:
+            return False
+        if plugin and view["plugin"].lower() != plugin:
+            return False
+        if text:
+            haystack = f"{view['name']} {view['ip_address']} {view['runtime']}".lower()
+            return text in haystack
+        return True
+
+    selected = [v for v in views if keep(v)]
+    selected.sort(key=lambda v: (v.get(sort) or "", v["name"]), reverse=descending)
+    total = len(selected)
+    page = selected[offset: offset + limit if limit is not None else None]
+    response = jsonify(page)
+    response.headers["X-Total-Count"] = str(total)
+    return response
+
+
+@blueprint.post("/api/v1/vms")
+async def create_vm() -> tuple[Response, int]:
+    body = await json_object()
+    wait_state, wait_timeout = _wait_args()
+    req = parse_create(body)
+    ctx = context()
+    manifest = await ctx.services["plugins"].call(Resolve(req.plugin), timeout=30)
+    resolved = resolve(req, manifest)
+    media = service("media")
+    initramfs = rootfs = ""
+    if manifest.initramfs is not None and manifest.initramfs.url:
+        initramfs = str(await media.ensure(manifest.initramfs.url, manifest.initramfs.checksum,
+                                           "initramfs"))
+    if manifest.rootfs is not None and manifest.rootfs.url:
+        rootfs = str(await media.ensure(manifest.rootfs.url, manifest.rootfs.checksum, "rootfs"))
+    view = await ctx.services["vms"].call(CreateVM(resolved, initramfs, rootfs), timeout=60)
+    if wait_state:
+        view = await _wait_for(req.name, wait_state, wait_timeout)
+    return jsonify(view), 201
+
+
+@blueprint.get("/api/v1/vms/<name>")
+async def get_vm(name: str) -> Response:
+    return jsonify(_manager().get_view(name))
+
+
+@blueprint.delete("/api/v1/vms/<name>")
+async def delete_vm(name: str) -> tuple[str, int]:
+    done: trio.Event = await context().services["vms"].call(DestroyVM(name), timeout=30)
+    await done.wait()
+    return "", 204
+
+
+async def _vm_call(name: str, msg: Any) -> Any:
+    ref = _manager().vm_ref(name)
+    return await ref.call(msg, timeout=LONG_CALL)
+
+
+@blueprint.post("/api/v1/vms/<name>/start")
+async def start_vm(name: str) -> Response:
+    wait_state, wait_timeout = _wait_args()
+    view = await _vm_call(name, Start())
+    if wait_state:
+        view = await _wait_for(name, wait_state, wait_timeout)
+    return jsonify(view)
+
+
+@blueprint.post("/api/v1/vms/<name>/stop")
+async def stop_vm(name: str) -> Response:
+    return jsonify(await _vm_call(name, Stop()))
+
+
+@blueprint.post("/api/v1/vms/<name>/restart")
+async def restart_vm(name: str) -> Response:
+    wait_state, wait_timeout = _wait_args()
+    view = await _vm_call(name, RestartVM())
+    if wait_state:
+        view = await _wait_for(name, wait_state, wait_timeout)
+    return jsonify(view)
+
+
+@blueprint.get("/api/v1/vms/<name>/wait")
+async def wait_vm(name: str) -> Response:
+    state = request.args.get("state", "running")
+    if state not in WAITABLE:
+        raise ValidationError(f"state: expected one of {', '.join(WAITABLE)}", field="state")
+    timeout = query_int("timeout", 60, minimum=0) or 0
+    return jsonify(await _wait_for(name, state, float(timeout)))
+
+
+def _wait_args() -> tuple[str, float]:
+    state = request.args.get("wait", "")
+    if state and state not in WAITABLE:
+        raise ValidationError(f"wait: expected one of {', '.join(WAITABLE)}", field="wait")
+    timeout = query_int("timeout", 120, minimum=0) or 0
+    return state, float(timeout)
+
+
+async def _wait_for(name: str, state: str, timeout: float) -> dict[str, Any]:
+    """Wait on the VM's events (no polling) until it reaches ``state``."""
+    manager = _manager()
+    bus: EventBus = service("events")
+    subscription = await bus.subscribe(flt=EventFilter(names=frozenset({name})))
+    with subscription, trio.move_on_after(timeout):
+        while True:
+            view = manager.get_view(name)
+            if view["status"] == state:
+                return view
+            if view["status"] in SETTLED - {state} and _settled_elsewhere(view, state):
+                raise ConflictError(
+                    f"vm {name} is {view['status']}, not {state}",
+                    status=view["status"], last_exit=view.get("last_exit") or "")
+            try:
+                await subscription.__anext__()
+            except StopAsyncIteration:
+                await trio.sleep(0.05)  # overflowed subscription: fall back to re-checking
+                subscription = await bus.subscribe(flt=EventFilter(names=frozenset({name})))
+    raise WaitTimeout(f"vm {name} did not reach {state} within {timeout:.0f}s",
+                      status=manager.get_view(name)["status"])
+
+
+def _settled_elsewhere(view: dict[str, Any], state: str) -> bool:
+    """A state that will not change by itself (a crash with a restart pending will)."""
+    if view["status"] == "failed":
+        return True
+    return view.get("desired_state") != "running" and state == "running"

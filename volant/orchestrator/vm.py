@@ -1,0 +1,434 @@
+"""The VM actor: one VM's state machine, its record, and its restart policy.
+
+States (DESIGN.md section 4): pending → starting → running → stopping → stopped,
+plus crashed (the VMM ended unexpectedly), failed (restart budget exhausted) and
+destroying. The actor is the only writer of ``vms/<name>/state.json``.
+
+While the VM should run, the actor supervises a *runner*: a rest_for_one
+supervisor of the tap actor (when the network mode needs one) and the VMM actor.
+Actor crashes inside the runner are the supervisor's business; the VM's own
+exits are the user's restart policy, applied here: ``VM_CRASHED``, then
+``VM_RESTARTING`` after a jittered exponential backoff, or ``VM_FAILED`` when the
+budget of consecutive retries is spent.
+
+Messages from the runner carry a *generation*; a message from a runner that was
+already replaced (a late exit report during a stop, say) is ignored.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from volant.actors import Actor, Backoff, ChildSpec, Restart, Strategy, Supervisor
+from volant.config import Config
+from volant.errors import ConflictError
+from volant.logging import get_logger
+from volant.media import copy_once
+from volant.network.modes import parse_mode
+from volant.orchestrator.events import EventBus, utc_now
+from volant.orchestrator.hostnet import HostNetwork
+from volant.orchestrator.lifecycle import DaemonLifecycle
+from volant.orchestrator.tap import TapActor
+from volant.orchestrator.vmm import (
+    StopTimeouts,
+    VMMActor,
+    VmmAdopted,
+    VmmExited,
+    VmmLaunched,
+    VmmNotReady,
+    VmmReady,
+)
+from volant.orchestrator.vmrecord import VM_CODEC, VMRecord, VMStatus, record_to_doc, record_view
+from volant.runtime.base import DiskSpec, ExitInfo, Launcher, LaunchSpec, VMMHandle
+from volant.store import StateStore
+
+log = get_logger("volant.vm")
+
+BOOT_MARKER = b"VOLANT_BOOT_OK"
+
+
+# Messages from the API / manager ---------------------------------------------------
+@attrs.frozen
+class Start:
+    pass
+
+
+@attrs.frozen
+class Stop:
+    pass
+
+
+@attrs.frozen
+class RestartVM:
+    pass
+
+
+@attrs.frozen
+class Destroy:
+    pass
+
+
+@attrs.frozen
+class GetView:
+    pass
+
+
+# Internal messages -------------------------------------------------------------------
+@attrs.frozen
+class RunnerFailed:
+    generation: int
+    reason: str
+
+
+@attrs.frozen
+class RestartNow:
+    generation: int
+
+
+@attrs.define
+class VMDeps:
+    """What every VM actor shares; built once by the VM manager."""
+
+    cfg: Config
+    store: StateStore
+    events: EventBus
+    launcher: Launcher
+    lifecycle: DaemonLifecycle
+    hostnet: HostNetwork | None
+    publish_view: Callable[[str, dict[str, Any] | None], None]
+    ready_marker: bytes = BOOT_MARKER
+    timeouts: StopTimeouts = attrs.field(factory=StopTimeouts)
+    rng: random.Random = attrs.field(factory=random.Random)
+
+
+def vm_run_dir(cfg: Config, name: str) -> Path:
+    return cfg.runtime_dir / "vms" / name
+
+
+def full_cmdline(record: VMRecord) -> str:
+    """Base args, then ``volant.*`` keys sorted, so the command line is deterministic."""
+    extra = " ".join(f"{key}={value}" for key, value in sorted(record.boot_args.items()))
+    return f"{record.kernel_cmdline} {extra}".strip()
+
+
+class VMActor(Actor[Any]):
+    mailbox_size = 256
+
+    def __init__(self, record: VMRecord, deps: VMDeps) -> None:
+        self.record = record
+        self.deps = deps
+        self.generation = 0
+        self.runner: Supervisor | None = None
+        self._runner_done: trio.Event | None = None
+        self._adopted: VMMHandle | None = None
+        self._running_since: float | None = None
+        self._destroyed = False
+
+    # -- helpers ------------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        return vm_run_dir(self.deps.cfg, self.record.name)
+
+    @property
+    def console_log(self) -> Path:
+        return self.run_dir / "console.log"
+
+    def view(self) -> dict[str, Any]:
+        serial = self.record.vmm.serial_socket if self.record.vmm else str(
+            self.run_dir / "serial.sock")
+        return record_view(self.record, serial, str(self.console_log))
+
+    async def _save(self, **changes: Any) -> None:
+        """Persist, then publish the new view. A failed write leaves memory unchanged."""
+        updated = attrs.evolve(self.record, updated_at=utc_now(), **changes)
+        await trio.to_thread.run_sync(
+            self.deps.store.write, f"vms/{updated.name}/state.json", VM_CODEC,
+            record_to_doc(updated),
+        )
+        self.record = updated
+        self.deps.publish_view(updated.name, self.view())
+
+    def _event(self, type_: str, message: str = "", **extra: Any) -> None:
+        r = self.record
+        self.deps.events.publish(
+            type_, r.name, r.status.value, pid=r.pid, ip_address=r.ip_address or None,
+            mac_address=r.mac_address or None, message=message or None,
+            restart_count=r.restart_count, **extra,
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def on_start(self) -> None:
+        self.deps.publish_view(self.record.name, self.view())
+        r = self.record
+        if r.desired == "running":
+            if r.vmm is not None:
+                handle = self.deps.launcher.adopt(r.vmm)
+                if handle is not None:
+                    self._adopted = handle
+                    await self._start_runner()
+                    return
+                await self._save(vmm=None, status=VMStatus.CRASHED,
+                                 last_exit="vmm exited while volantd was down")
+                self._event("VM_CRASHED", "vmm exited while volantd was down")
+                await self._apply_policy(clean=False)
+                return
+            if r.status is VMStatus.CRASHED:
+                # volantd died during a restart backoff: continue with the policy.
+                await self._apply_policy(clean=False, count_failure=False)
+                return
+            await self._launch()
+            return
+        # Not supposed to run. A VMM still alive from an interrupted stop is stopped now.
+        if r.vmm is not None:
+            handle = self.deps.launcher.adopt(r.vmm)
+            if handle is not None:
+                self._adopted = handle
+                await self._start_runner()
+                await self._stop_runner()
+            await self._save(vmm=None)
+        if r.status in (VMStatus.STARTING, VMStatus.RUNNING, VMStatus.STOPPING,
+                        VMStatus.PENDING):
+            await self._save(status=VMStatus.STOPPED)
+
+    async def on_stop(self) -> None:
+        if self.runner is not None:
+            await self._stop_runner()
+
+    # -- the runner -----------------------------------------------------------------------
+    async def _launch(self) -> None:
+        await self._save(status=VMStatus.STARTING)
+        self._event("VM_STARTING", "launching vmm")
+        try:
+            await self._prepare_media()
+        except OSError as exc:
+            await self._fail_start(f"cannot prepare disks: {exc}")
+            return
+        await self._start_runner()
+
+    async def _prepare_media(self) -> None:
+        r = self.record
+        await trio.to_thread.run_sync(lambda: self.run_dir.mkdir(parents=True, exist_ok=True))
+        if r.root_disk and r.root_disk_source:
+            await trio.to_thread.run_sync(copy_once, Path(r.root_disk_source), Path(r.root_disk))
+
+    def _spec(self) -> LaunchSpec:
+        r = self.record
+        disks: list[DiskSpec] = []
+        if r.root_disk:
+            disks.append(DiskSpec(path=Path(r.root_disk), readonly=False, id="root"))
+        for index, disk in enumerate(r.extra_disks):
+            disks.append(DiskSpec(path=Path(disk["path"]), readonly=bool(disk.get("readonly")),
+                                  id=f"disk{index}"))
+        mode = parse_mode(r.network_mode)
+        return LaunchSpec(
+            name=r.name,
+            instance_id=self.deps.lifecycle.instance_id,
+            cpu_cores=r.cpu_cores,
+            memory_mb=r.memory_mb,
+            kernel=Path(r.kernel),
+            initramfs=Path(r.initramfs) if r.initramfs else None,
+            cmdline=full_cmdline(r),
+            run_dir=self.run_dir,
+            console_log=self.console_log,
+            disks=tuple(disks),
+            tap=r.tap or None if mode.needs_tap else None,
+            mac=r.mac_address or None,
+            vsock_cid=r.vsock_cid if not mode.needs_tap else None,
+            accel=self.deps.cfg.accel,
+        )
+
+    def _take_adopted(self) -> VMMHandle | None:
+        handle, self._adopted = self._adopted, None
+        return handle
+
+    async def _start_runner(self) -> None:
+        self.generation += 1
+        generation = self.generation
+        deps = self.deps
+        r = self.record
+        children: list[ChildSpec] = []
+        if r.tap and deps.hostnet is not None and deps.hostnet.enabled:
+            hostnet = deps.hostnet
+            children.append(ChildSpec(
+                "tap", lambda: TapActor(r.name, r.tap, hostnet, deps.events, deps.lifecycle),
+                Restart.PERMANENT, shutdown_timeout=10.0))
+        agent_ip = r.ip_address if parse_mode(r.network_mode).ip_on_cmdline else ""
+        children.append(ChildSpec(
+            "vmm",
+            lambda: VMMActor(
+                vm_name=r.name, vm=self.ref, launcher=deps.launcher, spec_factory=self._spec,
+                take_adopted=self._take_adopted, generation=generation,
+                ready_marker=deps.ready_marker, ready_timeout=r.ready_timeout,
+                agent_ip=agent_ip, lifecycle=deps.lifecycle, timeouts=deps.timeouts),
+            Restart.TRANSIENT, shutdown_timeout=deps.timeouts.total))
+        runner = Supervisor(
+            f"vm:{r.name}", children, Strategy.REST_FOR_ONE, intensity=3, period=60.0,
+            backoff=Backoff(initial=0.5, maximum=10.0, reset_after=60.0),
+            rng=deps.rng,
+        )
+        self.runner = runner
+        done = self._runner_done = trio.Event()
+        self.nursery.start_soon(self._run_runner, runner, generation, done)
+
+    async def _run_runner(self, runner: Supervisor, generation: int, done: trio.Event) -> None:
+        try:
+            await runner.run()
+        except Exception as exc:
+            log.warning("vm runner gave up", vm=self.record.name, error=repr(exc))
+            self.ref.cast(RunnerFailed(generation, f"vmm could not be kept running: {exc!r}"))
+        finally:
+            done.set()
+
+    async def _stop_runner(self) -> None:
+        """Stop the runner (VMM stop ladder, then tap removal) and wait for it."""
+        self.generation += 1  # reports from the old runner are stale from now on
+        runner, done = self.runner, self._runner_done
+        self.runner = None
+        self._running_since = None
+        if runner is None or done is None:
+            return
+        runner.request_stop()
+        await done.wait()
+
+    # -- messages -------------------------------------------------------------------------
+    async def handle(self, msg: Any) -> Any:
+        if self._destroyed:
+            raise ConflictError(f"vm {self.record.name} is being destroyed")
+        match msg:
+            case GetView():
+                return self.view()
+            case Start():
+                return await self._user_start()
+            case Stop():
+                return await self._user_stop()
+            case RestartVM():
+                await self._user_stop()
+                return await self._user_start()
+            case Destroy():
+                return await self._destroy()
+            case VmmLaunched(gen, identity) if gen == self.generation:
+                await self._save(vmm=identity, status=VMStatus.STARTING)
+                self._event("VM_STARTING", "vmm launched, waiting for boot")
+            case VmmAdopted(gen, identity) if gen == self.generation:
+                if self.record.vmm != identity or self.record.status is not VMStatus.RUNNING:
+                    await self._save(vmm=identity, status=VMStatus.RUNNING)
+                self._running_since = trio.current_time()
+                self._event("VM_ADOPTED", "running vmm adopted after volantd restart")
+            case VmmReady(gen) if gen == self.generation:
+                self._running_since = trio.current_time()
+                await self._save(status=VMStatus.RUNNING)
+                self._event("VM_RUNNING", "vm running")
+            case VmmNotReady(gen, reason) if gen == self.generation:
+                await self._crashed(reason, ExitInfo(returncode=None, signal=None), clean=False)
+            case VmmExited(gen, exit_info) if gen == self.generation:
+                reason = _describe_exit(exit_info)
+                await self._crashed(reason, exit_info, clean=exit_info.clean)
+            case RunnerFailed(gen, reason) if gen == self.generation:
+                await self._crashed(reason, ExitInfo(returncode=None, signal=None), clean=False)
+            case RestartNow(gen) if gen == self.generation and self.record.desired == "running":
+                await self._save(restart_count=self.record.restart_count + 1)
+                await self._launch()
+            case _:
+                return None  # stale report from a replaced runner
+        return None
+
+    async def _user_start(self) -> dict[str, Any]:
+        r = self.record
+        if r.status in (VMStatus.RUNNING, VMStatus.STARTING) and self.runner is not None:
+            raise ConflictError(f"vm {r.name} is already {r.status.value}")
+        if self.runner is not None:
+            await self._stop_runner()
+        await self._save(desired="running", consecutive_failures=0)
+        await self._launch()
+        return self.view()
+
+    async def _user_stop(self) -> dict[str, Any]:
+        r = self.record
+        was_running = self.runner is not None
+        self.generation += 1  # cancels a pending automatic restart too
+        await self._save(desired="stopped", status=VMStatus.STOPPING if was_running else r.status)
+        if was_running:
+            self._event("VM_STOPPING", "stopping vm")
+            await self._stop_runner()
+        if self.record.status is not VMStatus.STOPPED or self.record.vmm is not None:
+            await self._save(status=VMStatus.STOPPED, vmm=None)
+            self._event("VM_STOPPED", "vm stopped")
+        return self.view()
+
+    async def _destroy(self) -> dict[str, Any]:
+        self.generation += 1
+        await self._save(desired="stopped", status=VMStatus.DESTROYING)
+        await self._stop_runner()
+        name = self.record.name
+        await trio.to_thread.run_sync(
+            lambda: shutil.rmtree(self.run_dir, ignore_errors=True))
+        await trio.to_thread.run_sync(self.deps.store.delete_tree, f"vms/{name}")
+        self._destroyed = True
+        view = self.view()
+        self.deps.events.publish("VM_DELETED", name, VMStatus.STOPPED.value,
+                                 message="vm deleted")
+        self.deps.publish_view(name, None)
+        self.stop_self()
+        return view
+
+    async def _fail_start(self, reason: str) -> None:
+        await self._crashed(reason, ExitInfo(returncode=None, signal=None), clean=False)
+
+    async def _crashed(self, reason: str, exit_info: ExitInfo, *, clean: bool) -> None:
+        uptime = (trio.current_time() - self._running_since
+                  if self._running_since is not None else 0.0)
+        await self._stop_runner()
+        policy = self.record.restart_policy
+        if uptime >= policy.reset_after:
+            await self._save(consecutive_failures=0)
+        if clean:
+            await self._save(status=VMStatus.STOPPED, vmm=None, last_exit=reason)
+            self._event("VM_STOPPED", reason)
+        else:
+            await self._save(status=VMStatus.CRASHED, vmm=None, last_exit=reason)
+            self._event("VM_CRASHED", reason)
+        await self._apply_policy(clean=clean)
+
+    async def _apply_policy(self, *, clean: bool, count_failure: bool = True) -> None:
+        r = self.record
+        policy = r.restart_policy
+        if not policy.should_restart(clean):
+            await self._save(desired="stopped")
+            return
+        failures = r.consecutive_failures
+        if failures >= policy.max_retries:
+            await self._save(status=VMStatus.FAILED, desired="stopped")
+            self._event("VM_FAILED",
+                        f"restart budget exhausted after {failures} consecutive restarts")
+            return
+        if count_failure:
+            failures += 1
+            await self._save(consecutive_failures=failures)
+        delay = Backoff(initial=policy.backoff_initial, maximum=policy.backoff_max,
+                        jitter=0.2).delay(failures, self.deps.rng)
+        self.generation += 1
+        generation = self.generation
+        self._event("VM_RESTARTING", f"restart {failures}/{policy.max_retries} in {delay:.2f}s",
+                    delay=round(delay, 3))
+        self.nursery.start_soon(self._restart_later, generation, delay)
+
+    async def _restart_later(self, generation: int, delay: float) -> None:
+        await trio.sleep(delay)
+        self.ref.cast(RestartNow(generation))
+
+
+def _describe_exit(exit_info: ExitInfo) -> str:
+    if exit_info.signal is not None:
+        return f"vmm killed by signal {exit_info.signal}"
+    if exit_info.returncode is None:
+        return "vmm exited (status unknown: adopted process)"
+    if exit_info.returncode == 0:
+        return "vm exited cleanly"
+    return f"vmm exited with status {exit_info.returncode}"

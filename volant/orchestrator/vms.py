@@ -1,0 +1,363 @@
+"""The VM manager actor: names, addresses, creation, destruction and recovery.
+
+It owns what must be unique across VMs — names, IPs and vsock CIDs (IPAM) — and
+the VM supervisor's children. Allocations are *derived* from the VM records at
+startup (there is no allocation table that could leak), and a VM keeps its IP
+across restarts because the IP lives in its record.
+
+Startup recovery (DESIGN.md section 6) happens in ``on_start``, before the API
+opens: load records (quarantining unreadable ones), rebuild IPAM, kill VMM
+processes that carry our marker but belong to no record, delete orphan taps,
+finish interrupted destroys, then start one VM actor per record — each adopts
+its live VMM (same PID, no reboot) or applies its restart policy.
+
+Reads (get, list) are served from ``views``: each VM actor publishes an
+immutable snapshot of its public state here after every change, so listing a
+thousand VMs never waits on a thousand mailboxes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import signal
+from typing import Any
+
+import attrs
+import trio
+
+from volant.actors import Actor, Backoff, ChildSpec, DynamicSupervisor, Restart
+from volant.errors import ConflictError, NotFoundError
+from volant.logging import get_logger
+from volant.manifest import Manifest, encode_for_cmdline
+from volant.network import links
+from volant.network.ipam import IPAM, derive_mac
+from volant.network.tapname import is_our_tap, tap_name
+from volant.orchestrator.events import utc_now
+from volant.orchestrator.vm import Destroy, VMActor, VMDeps, vm_run_dir
+from volant.orchestrator.vmrecord import (
+    VM_CODEC,
+    VMRecord,
+    VMStatus,
+    record_from_doc,
+    record_to_doc,
+)
+from volant.orchestrator.vmrequest import Resolved
+from volant.runtime.base import find_marked_processes, read_start_time
+from volant.store import SnapshotCodec
+
+log = get_logger("volant.vms")
+
+CONFIG_CODEC = SnapshotCodec("vm-config", 1)
+BASE_CMDLINE = ("console=ttyS0 reboot=t panic=1 quiet loglevel=1 i8042.noaux i8042.nokbd "
+                "pci=lastbus=0")
+
+
+@attrs.frozen
+class CreateVM:
+    resolved: Resolved
+    initramfs: str
+    rootfs: str
+    deployment: str = ""
+
+
+@attrs.frozen
+class DestroyVM:
+    name: str
+
+
+@attrs.frozen
+class VMRef:
+    name: str
+
+
+VMSort = ("name", "status", "runtime", "updated_at", "created_at")
+
+
+class VMManager(Actor[Any]):
+    mailbox_size = 1024
+
+    def __init__(self, deps: VMDeps, supervisor: DynamicSupervisor, plugins_ref: Any) -> None:
+        self.deps = deps
+        self.supervisor = supervisor
+        self.plugins_ref = plugins_ref
+        cfg = deps.cfg
+        self.ipam = IPAM(cfg.subnet, cfg.host_ip)
+        self.views: dict[str, dict[str, Any]] = {}
+        self.names: set[str] = set()
+        self.destroying: set[str] = set()
+        self.next_id = 1
+        deps.publish_view = self._publish_view
+
+    def _publish_view(self, name: str, view: dict[str, Any] | None) -> None:
+        if view is None:
+            self.views.pop(name, None)
+        else:
+            self.views[name] = view
+
+    # -- recovery -------------------------------------------------------------------------
+    async def on_start(self) -> None:
+        store, events = self.deps.store, self.deps.events
+        result = await trio.to_thread.run_sync(store.load_all, "vms", "*/state.json", VM_CODEC)
+        for item in result.quarantined:
+            events.publish("SNAPSHOT_QUARANTINED", item.relpath, message=item.reason)
+        records: list[VMRecord] = []
+        for relpath, doc in result.documents.items():
+            try:
+                records.append(record_from_doc(doc))
+            except Exception as exc:  # a structurally wrong record must not stop the daemon
+                await trio.to_thread.run_sync(store.quarantine, relpath, repr(exc))
+                events.publish("SNAPSHOT_QUARANTINED", relpath, message=repr(exc))
+        conflicts = self.ipam.rebuild(
+            (r.name, r.ip_address or None, r.vsock_cid or None) for r in records)
+        for conflict in conflicts:
+            events.publish("IPAM_CONFLICT", conflict.vm_name,
+                           message=f"{conflict.field} {conflict.value}: {conflict.reason}")
+        by_name = {r.name: r for r in records}
+        self.next_id = max((r.id for r in records), default=0) + 1
+        await self._sweep_processes(by_name)
+        await self._sweep_taps(by_name)
+        for record in records:
+            if record.status is VMStatus.DESTROYING:
+                await self._finish_destroy(record.name)
+                continue
+            self.names.add(record.name)
+            await self._start_actor(record.name)
+
+    async def _sweep_processes(self, records: dict[str, VMRecord]) -> None:
+        marked = await trio.to_thread.run_sync(
+            find_marked_processes, self.deps.lifecycle.instance_id)
+        for proc in marked:
+            record = records.get(proc.vm_name)
+            if record is not None and record.vmm is not None and (
+                    record.vmm.pid, record.vmm.start_time) == (proc.pid, proc.start_time):
+                continue  # the VM actor adopts it
+            if read_start_time(proc.pid) != proc.start_time:
+                continue  # gone or reused meanwhile
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            self.deps.events.publish(
+                "ORPHAN_VMM_KILLED", proc.vm_name, pid=proc.pid,
+                message="vmm carrying our marker with no matching record was killed")
+
+    async def _sweep_taps(self, records: dict[str, VMRecord]) -> None:
+        hostnet = self.deps.hostnet
+        if hostnet is None or not hostnet.enabled:
+            return
+        owned = [r.tap for r in records.values() if r.tap]
+        removed = await trio.to_thread.run_sync(
+            links.sweep_orphan_taps, owned, is_our_tap, hostnet.netns)
+        for name in removed:
+            self.deps.events.publish("ORPHAN_TAP_DELETED", name,
+                                     message="tap with our prefix owned by no VM was deleted")
+
+    # -- children ------------------------------------------------------------------------
+    def _load_record(self, name: str) -> VMRecord:
+        doc = self.deps.store.read(f"vms/{name}/state.json", VM_CODEC)
+        if doc is None:
+            raise NotFoundError(f"vm {name} not found")
+        return record_from_doc(doc)
+
+    async def _start_actor(self, name: str) -> None:
+        deps = self.deps
+        spec = ChildSpec(name, lambda: VMActor(self._load_record(name), deps),
+                         Restart.TRANSIENT, shutdown_timeout=deps.timeouts.total + 5)
+        await self.supervisor.start_child(spec)
+
+    def vm_ref(self, name: str) -> Any:
+        if name not in self.names or name in self.destroying or name not in self.supervisor:
+            raise NotFoundError(f"vm {name} not found")
+        return self.supervisor.ref(name)
+
+    # -- messages ------------------------------------------------------------------------
+    async def handle(self, msg: Any) -> Any:
+        match msg:
+            case CreateVM():
+                return await self._create(msg)
+            case DestroyVM(name):
+                return self._begin_destroy(name)
+            case VMRef(name):
+                return self.vm_ref(name)
+        raise TypeError(f"unknown message {msg!r}")
+
+    async def _create(self, msg: CreateVM) -> dict[str, Any]:
+        res = msg.resolved
+        req = res.request
+        name = req.name
+        if name in self.names:
+            raise ConflictError(f"vm {name} already exists", name=name)
+        manifest = res.manifest
+        mode = res.network_mode
+        ip = str(self.ipam.allocate_ip(name)) if mode.needs_ip else ""
+        try:
+            cid = self.ipam.allocate_cid(name)
+            record = self._new_record(msg, manifest, ip, cid)
+            config_doc = self._config_doc(record, res)
+            self.names.add(name)
+            try:
+                await trio.to_thread.run_sync(self._persist_new, record, config_doc)
+            except BaseException:
+                self.names.discard(name)
+                raise
+        except BaseException:
+            self.ipam.release(name)
+            raise
+        self.next_id += 1
+        self.deps.events.publish("VM_CREATED", name, record.status.value,
+                                 ip_address=ip or None, mac_address=record.mac_address,
+                                 message="vm record created")
+        await self._start_actor(name)
+        return self.views.get(name) or {}
+
+    def _new_record(self, msg: CreateVM, manifest: Manifest, ip: str, cid: int) -> VMRecord:
+        res = msg.resolved
+        cfg = self.deps.cfg
+        name = res.request.name
+        net = ipaddress.IPv4Network(cfg.subnet)
+        mode = res.network_mode
+        ip_arg = ip if mode.ip_on_cmdline else ""
+        base = f"{BASE_CMDLINE} ip={ip_arg}::{cfg.host_ip}:{net.netmask}:{name}:eth0:off"
+        if res.kernel_extra:
+            base = f"{base} {res.kernel_extra}"
+        api_host = res.api_host or _advertise_host(cfg.api_advertise, cfg.listen_host,
+                                                   cfg.host_ip)
+        api_port = res.api_port or _advertise_port(cfg.api_advertise, cfg.listen_port)
+        boot_args = {
+            "volant.runtime": res.runtime,
+            "volant.plugin": manifest.name,
+            "volant.api_host": api_host,
+            "volant.api_port": str(api_port),
+            "volant.boot": "rootfs" if msg.rootfs else "initramfs",
+        }
+        if msg.rootfs:
+            boot_args["volant.rootfs_device"] = "vda"
+            boot_args["volant.rootfs_fstype"] = "ext4"
+        budget = 2048 - 1 - len(base) - sum(len(k) + len(v) + 2 for k, v in boot_args.items())
+        budget -= len("volant.manifest=") + 1
+        boot_args["volant.manifest"] = encode_for_cmdline(manifest, budget=budget)
+        disks_dir = self.deps.store.path_of(f"vms/{name}") / "disks"
+        now = utc_now()
+        return VMRecord(
+            id=self.next_id, name=name, plugin=manifest.name, runtime=res.runtime,
+            status=VMStatus.PENDING, desired="running", cpu_cores=res.cpu_cores,
+            memory_mb=res.memory_mb, network_mode=mode.value, ip_address=ip,
+            mac_address=derive_mac(name, ip or None),
+            tap=tap_name(name) if mode.needs_tap else "", vsock_cid=cid,
+            kernel_cmdline=base, boot_args=boot_args, kernel=str(cfg.kernel_vmlinux),
+            initramfs=msg.initramfs, root_disk=str(disks_dir / "root.img") if msg.rootfs else "",
+            root_disk_source=msg.rootfs, extra_disks=(),
+            restart_policy=res.request.restart_policy, deployment=msg.deployment,
+            created_at=now, updated_at=now,
+        )
+
+    @staticmethod
+    def _config_doc(record: VMRecord, res: Resolved) -> dict[str, Any]:
+        from volant.manifest import manifest_to_dict
+
+        return {
+            "version": 1,
+            "updated_at": record.created_at,
+            "config": {
+                "plugin": record.plugin,
+                "runtime": record.runtime,
+                "kernel_cmdline": res.kernel_extra,
+                "resources": {"cpu_cores": record.cpu_cores, "memory_mb": record.memory_mb},
+                "api": {"host": record.boot_args["volant.api_host"],
+                        "port": int(record.boot_args["volant.api_port"])},
+                "network": {"mode": record.network_mode},
+                "restart_policy": record.restart_policy.to_json(),
+                "manifest": manifest_to_dict(res.manifest),
+            },
+        }
+
+    def _persist_new(self, record: VMRecord, config_doc: dict[str, Any]) -> None:
+        store = self.deps.store
+        try:
+            store.write(f"vms/{record.name}/config.toml", CONFIG_CODEC, config_doc)
+            store.write(f"vms/{record.name}/state.json", VM_CODEC, record_to_doc(record))
+        except BaseException:
+            store.delete_tree(f"vms/{record.name}")
+            raise
+
+    def _begin_destroy(self, name: str) -> trio.Event:
+        """Start destroying ``name`` in the background; the returned event fires when done."""
+        if name not in self.names:
+            raise NotFoundError(f"vm {name} not found")
+        if name in self.destroying:
+            raise ConflictError(f"vm {name} is already being destroyed")
+        self.destroying.add(name)
+        done = trio.Event()
+        self.nursery.start_soon(self._destroy, name, done)
+        return done
+
+    async def _destroy(self, name: str, done: trio.Event) -> None:
+        try:
+            try:
+                await self.supervisor.ref(name).call(Destroy(), timeout=300)
+            except Exception as exc:
+                log.warning("vm actor destroy failed; cleaning up directly", vm=name,
+                            error=repr(exc))
+                if name in self.supervisor:
+                    await self.supervisor.terminate_child(name)
+                await self._finish_destroy(name)
+            self.ipam.release(name)
+            self.names.discard(name)
+            self.views.pop(name, None)
+        finally:
+            self.destroying.discard(name)
+            done.set()
+
+    async def _finish_destroy(self, name: str) -> None:
+        """Destroy without a VM actor (recovery of an interrupted destroy)."""
+        run_dir = vm_run_dir(self.deps.cfg, name)
+        await trio.to_thread.run_sync(lambda: shutil.rmtree(run_dir, ignore_errors=True))
+        await trio.to_thread.run_sync(self.deps.store.delete_tree, f"vms/{name}")
+        self.ipam.release(name)
+        self.deps.events.publish("VM_DELETED", name, VMStatus.STOPPED.value,
+                                 message="vm deleted")
+
+    # -- reads (plain methods, same trio thread) -----------------------------------------
+    def get_view(self, name: str) -> dict[str, Any]:
+        view = self.views.get(name)
+        if view is None or name not in self.names:
+            raise NotFoundError(f"vm {name} not found")
+        return view
+
+    def list_views(self) -> list[dict[str, Any]]:
+        return list(self.views.values())
+
+    def counts_by_status(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for view in self.views.values():
+            counts[view["status"]] = counts.get(view["status"], 0) + 1
+        return counts
+
+
+def _advertise_host(advertise: str, listen_host: str, host_ip: str) -> str:
+    if advertise:
+        return advertise.rsplit(":", 1)[0]
+    try:
+        addr = ipaddress.ip_address(listen_host)
+        if not (addr.is_loopback or addr.is_unspecified):
+            return listen_host
+    except ValueError:
+        if listen_host not in ("localhost", ""):
+            return listen_host
+    return host_ip
+
+
+def _advertise_port(advertise: str, listen_port: int) -> int:
+    if advertise:
+        return int(advertise.rsplit(":", 1)[1])
+    return listen_port
+
+
+def vm_supervisor() -> DynamicSupervisor:
+    return DynamicSupervisor("vms", intensity=20, period=10.0,
+                             backoff=Backoff(initial=0.1, maximum=5.0))
+
+
+__all__ = ["CreateVM", "DestroyVM", "VMManager", "VMRef", "vm_supervisor"]

@@ -44,6 +44,10 @@ class VolantdProcess:
             "VOLANT_MANAGE_NETWORK": "false",
             **(env or {}),
         }
+        if netns:
+            # The daemon's loopback is inside the namespace; reach it through a Unix socket.
+            self.socket_path = base_dir / "api.sock"
+            self.env["VOLANT_API_UNIX_SOCKET"] = str(self.socket_path)
         self.log_path = base_dir / "volantd.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -70,8 +74,9 @@ class VolantdProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"volantd exited with {self.proc.returncode}:\n{self.logs()}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
-                    return
+                with self.client(timeout=1.0) as client:
+                    if client.get("/healthz").status_code == 200:
+                        return
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
@@ -84,6 +89,10 @@ class VolantdProcess:
             return ""
 
     def client(self, **kwargs: Any) -> httpx.Client:
+        if self.netns:
+            kwargs["transport"] = httpx.HTTPTransport(uds=str(self.socket_path))
+            return httpx.Client(base_url="http://volantd", timeout=kwargs.pop("timeout", 30.0),
+                                **kwargs)
         return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 30.0), **kwargs)
 
     def signal(self, signum: int) -> None:

@@ -86,7 +86,9 @@ def parse_events(data: bytes, marshal: Any) -> list[NetlinkEvent]:
     events: list[NetlinkEvent] = []
     for msg in marshal.parse(data):
         kind = msg["header"]["type"]
-        if kind == RTM_DELLINK:
+        if kind == RTM_DELLINK and msg["family"] == socket.AF_UNSPEC:
+            # AF_BRIDGE deletions only mean "no longer a port of that bridge" (e.g. the
+            # bridge went away); the device itself still exists.
             events.append(LinkRemoved(name=str(msg.get_attr("IFLA_IFNAME")), index=msg["index"]))
         elif kind == RTM_DELADDR and msg["family"] == socket.AF_INET:
             events.append(

@@ -99,7 +99,10 @@ class HostNetwork(Actor[Any]):
             self.events.publish("NETWORK_REPAIRED", self.cfg.bridge,
                                 message=f"restored bridge {self.cfg.bridge}: {reason}")
             for listener in list(self._bridge_listeners):
-                listener()
+                try:
+                    listener()
+                except Exception:  # one broken listener must not take the host network down
+                    log.exception("bridge listener failed")
         elif changed_nat:
             log.info("nat rules installed", table=nat.DEFAULT_TABLE)
         return True
@@ -114,7 +117,10 @@ class HostNetwork(Actor[Any]):
                         await self._ensure(f"bridge {event.name} was deleted")
                     listener = self._link_listeners.get(event.name)
                     if listener is not None:
-                        listener(event.name)
+                        try:
+                            listener(event.name)
+                        except Exception:
+                            log.exception("link listener failed", link=event.name)
                 elif isinstance(event, AddressRemoved):
                     if event.name == self.cfg.bridge and event.address == self.host_cidr:
                         await self._ensure(f"address {event.address} was removed")

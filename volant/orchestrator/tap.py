@@ -36,16 +36,11 @@ class TapActor(Actor[Any]):
         self.events = events
         self.lifecycle = lifecycle
         self._lost = trio.Event()
-        self._unwatch: list[Any] = []
+        self._bridge_back = trio.Event()
 
     async def on_start(self) -> None:
         await self._ensure()
-        self._unwatch.append(self.hostnet.watch_link(self.tap, lambda _name: self._lost.set()))
-        self._unwatch.append(self.hostnet.watch_bridge(self._bridge_restored))
-        # Deleted between creation and registration? Check once after registering.
-        if not await trio.to_thread.run_sync(links.link_exists, self.tap, self.hostnet.netns):
-            self._lost.set()
-        self.nursery.start_soon(self._guard)
+        await self.nursery.start(self._guard)
 
     async def _ensure(self) -> None:
         await trio.to_thread.run_sync(
@@ -55,10 +50,26 @@ class TapActor(Actor[Any]):
         )
 
     def _bridge_restored(self) -> None:
-        self.nursery.start_soon(self._ensure)
+        self._bridge_back.set()
 
-    async def _guard(self) -> None:
-        await self._lost.wait()
+    async def _guard(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                     ) -> None:
+        """Watch for the tap's deletion; the registrations end with this task, whatever ends it."""
+        unwatch_link = self.hostnet.watch_link(self.tap, lambda _name: self._lost.set())
+        unwatch_bridge = self.hostnet.watch_bridge(self._bridge_restored)
+        try:
+            # Deleted between creation and registration? Check once after registering.
+            if not await trio.to_thread.run_sync(links.link_exists, self.tap,
+                                                 self.hostnet.netns):
+                self._lost.set()
+            task_status.started()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._reenslave_on_bridge_restore)
+                await self._lost.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            unwatch_link()
+            unwatch_bridge()
         self.events.publish(
             "VM_NETWORK_REPAIRED", self.vm_name,
             message=f"tap {self.tap} was deleted externally; recreating it and restarting the VMM",
@@ -68,9 +79,13 @@ class TapActor(Actor[Any]):
     async def handle(self, msg: Any) -> Any:
         raise TypeError(f"unknown message {msg!r}")
 
+    async def _reenslave_on_bridge_restore(self) -> None:
+        while True:
+            await self._bridge_back.wait()
+            self._bridge_back = trio.Event()
+            await self._ensure()
+
     async def on_stop(self) -> None:
-        for cancel in self._unwatch:
-            cancel()
         if self.lifecycle.detaching:
             return  # volantd is stopping: the VM (and its tap) keep running
         await trio.to_thread.run_sync(links.delete_link, self.tap, self.hostnet.netns)

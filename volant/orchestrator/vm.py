@@ -17,8 +17,11 @@ already replaced (a late exit report during a stop, say) is ignored.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import shutil
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ from volant.config import Config
 from volant.errors import ConflictError
 from volant.logging import get_logger
 from volant.media import copy_once
+from volant.network import links
 from volant.network.modes import parse_mode
 from volant.orchestrator.events import EventBus, utc_now
 from volant.orchestrator.hostnet import HostNetwork
@@ -46,7 +50,14 @@ from volant.orchestrator.vmm import (
     VmmReady,
 )
 from volant.orchestrator.vmrecord import VM_CODEC, VMRecord, VMStatus, record_to_doc, record_view
-from volant.runtime.base import DiskSpec, ExitInfo, Launcher, LaunchSpec, VMMHandle
+from volant.runtime.base import (
+    DiskSpec,
+    ExitInfo,
+    Launcher,
+    LaunchSpec,
+    VMMHandle,
+    find_marked_processes,
+)
 from volant.store import StateStore
 
 log = get_logger("volant.vm")
@@ -296,6 +307,26 @@ class VMActor(Actor[Any]):
             return
         runner.request_stop()
         await done.wait()
+        if not self.deps.lifecycle.detaching:
+            await self._sweep_leftovers()
+
+    async def _sweep_leftovers(self) -> None:
+        """Measure, then act: nothing of a stopped runner may survive it.
+
+        A stop can land while the runner is still starting (a tap being created, a
+        VMM being spawned); whatever the cancelled start left behind is removed here.
+        """
+        r = self.record
+        instance = self.deps.lifecycle.instance_id
+        for proc in await trio.to_thread.run_sync(find_marked_processes, instance):
+            if proc.vm_name == r.name:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                log.warning("killed a vmm left over by an interrupted start", vm=r.name,
+                            pid=proc.pid)
+        hostnet = self.deps.hostnet
+        if r.tap and hostnet is not None and hostnet.enabled:
+            await trio.to_thread.run_sync(links.delete_link, r.tap, hostnet.netns)
 
     # -- messages -------------------------------------------------------------------------
     async def handle(self, msg: Any) -> Any:
@@ -384,16 +415,18 @@ class VMActor(Actor[Any]):
     async def _crashed(self, reason: str, exit_info: ExitInfo, *, clean: bool) -> None:
         uptime = (trio.current_time() - self._running_since
                   if self._running_since is not None else 0.0)
-        await self._stop_runner()
         policy = self.record.restart_policy
-        if uptime >= policy.reset_after:
-            await self._save(consecutive_failures=0)
+        failures = 0 if uptime >= policy.reset_after else self.record.consecutive_failures
+        # Report first (crash detection latency is what operators see), clean up after.
         if clean:
-            await self._save(status=VMStatus.STOPPED, vmm=None, last_exit=reason)
+            await self._save(status=VMStatus.STOPPED, vmm=None, last_exit=reason,
+                             consecutive_failures=failures)
             self._event("VM_STOPPED", reason)
         else:
-            await self._save(status=VMStatus.CRASHED, vmm=None, last_exit=reason)
+            await self._save(status=VMStatus.CRASHED, vmm=None, last_exit=reason,
+                             consecutive_failures=failures)
             self._event("VM_CRASHED", reason)
+        await self._stop_runner()
         await self._apply_policy(clean=clean)
 
     async def _apply_policy(self, *, clean: bool, count_failure: bool = True) -> None:

@@ -126,6 +126,13 @@ class VMMActor(Actor[Any]):
         self.timeouts = timeouts
         self.process: VMMHandle | None = None
         self._exited_on_its_own = False
+        self._stop_requested_by_parent = False
+
+    def request_stop(self) -> None:
+        """A stop from the runner (VM stop/destroy, or a restart after the tap was lost)."""
+        if not self._exited_on_its_own:
+            self._stop_requested_by_parent = True
+        super().request_stop()
 
     async def on_start(self) -> None:
         adopted = self.take_adopted()
@@ -145,8 +152,10 @@ class VMMActor(Actor[Any]):
     async def _watch(self) -> None:
         assert self.process is not None
         exit_info = await self.process.wait()
-        self._exited_on_its_own = True
         self.launcher.cleanup(self.process.identity)
+        if self._stop_requested_by_parent:
+            return  # an exit we caused: not the VM's own doing
+        self._exited_on_its_own = True
         self.vm.cast(VmmExited(self.generation, exit_info))
         self.stop_self()
 

@@ -1,0 +1,138 @@
+"""VMs and host networking together, inside a network namespace made by the test.
+
+volantd runs under ``ip netns exec`` with its own bridge and subnet; the test talks
+to it through a Unix socket. The hollow VMM stands in for QEMU (it does not use the
+tap), so these tests cover the control plane's networking, not guest traffic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemon_process import VolantdProcess
+from tests.vmtools import (
+    create,
+    get,
+    install,
+    kill,
+    pid_alive,
+    wait_event,
+    wait_status,
+    write_plugin,
+)
+from volant.network import links, nat
+
+BRIDGE = "vbr-test"
+NET_ENV = {
+    "VOLANT_MANAGE_NETWORK": "true",
+    "VOLANT_BRIDGE": BRIDGE,
+    "VOLANT_SUBNET": "10.77.0.0/24",
+    "VOLANT_HOST_IP": "10.77.0.1",
+}
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, netns: str) -> Iterator[VolantdProcess]:
+    proc = VolantdProcess(tmp_path, env=NET_ENV, netns=netns).start()
+    pids: list[int] = []
+    try:
+        yield proc
+    finally:
+        try:
+            with proc.client() as client:
+                pids = [vm["pid"] for vm in client.get("/api/v1/vms").json() if vm.get("pid")]
+        except Exception:
+            pass
+        proc.stop()
+        for pid in pids:
+            if pid_alive(pid):
+                kill(pid)
+
+
+def taps(netns: str) -> list[str]:
+    return [name for name in links.list_links("vt", netns) if name != BRIDGE]
+
+
+def test_bridge_taps_mtu_and_distinct_ips(daemon: VolantdProcess, netns: str,
+                                          tmp_path: Path) -> None:
+    bridge = links.link_info(BRIDGE, netns)
+    assert bridge is not None and bridge.up and bridge.kind == "bridge"
+    assert "10.77.0.1/24" in links.addresses(BRIDGE, netns)
+    assert nat.nat_rules(netns=netns).present
+    with daemon.client() as client:
+        install(client, write_plugin(tmp_path))
+        one, two = create(client, "web-1"), create(client, "web1")
+        assert one["ip_address"] == "10.77.0.2" and two["ip_address"] == "10.77.0.3"
+        assert one["tap"] != two["tap"]  # upstream named both vttap-web1
+        for vm in (one, two):
+            info = links.link_info(vm["tap"], netns)
+            assert info is not None and info.tap and info.up
+            assert info.master == BRIDGE and info.mtu == bridge.mtu
+            assert info.mac != vm["mac_address"]
+        assert client.delete("/api/v1/vms/web-1").status_code == 204
+        assert taps(netns) == [two["tap"]]
+
+
+def test_deleted_tap_and_bridge_are_restored(daemon: VolantdProcess, netns: str,
+                                             tmp_path: Path) -> None:
+    with daemon.client() as client:
+        install(client, write_plugin(tmp_path))
+        vm = create(client, "net-1")
+        links.delete_link(vm["tap"], netns)
+        event = wait_event(client, "net-1", "VM_NETWORK_REPAIRED")
+        assert vm["tap"] in event["message"]
+        back = wait_status(client, "net-1", "running", predicate=lambda v: v["pid"] != vm["pid"])
+        info = links.link_info(vm["tap"], netns)
+        assert info is not None and info.master == BRIDGE
+        assert not pid_alive(vm["pid"])  # the VMM was restarted onto the new tap
+
+        links.delete_link(BRIDGE, netns)
+        wait_event(client, BRIDGE, "NETWORK_REPAIRED")
+        restored = links.link_info(BRIDGE, netns)
+        assert restored is not None and "10.77.0.1/24" in links.addresses(BRIDGE, netns)
+        deadline_info = None
+        for _ in range(100):
+            deadline_info = links.link_info(vm["tap"], netns)
+            if deadline_info is not None and deadline_info.master == BRIDGE:
+                break
+            import time
+
+            time.sleep(0.05)
+        assert deadline_info is not None and deadline_info.master == BRIDGE
+        assert get(client, "net-1")["pid"] == back["pid"]
+
+
+def test_kill9_keeps_ips_and_taps_without_duplicates(daemon: VolantdProcess, netns: str,
+                                                     tmp_path: Path) -> None:
+    with daemon.client() as client:
+        install(client, write_plugin(tmp_path))
+        before = {n: create(client, n) for n in ("k-1", "k-2")}
+    daemon.kill9()
+    # An orphan tap of ours that no VM owns must be swept at startup.
+    links.create_tap("vtzzzz-aaaaaaaa", BRIDGE, "fe:00:00:00:00:01", netns=netns)
+    daemon.start()
+    with daemon.client() as client:
+        for name, vm in before.items():
+            view = get(client, name)
+            assert view["ip_address"] == vm["ip_address"] and view["pid"] == vm["pid"]
+        wait_event(client, "vtzzzz-aaaaaaaa", "ORPHAN_TAP_DELETED")
+    assert sorted(taps(netns)) == sorted(vm["tap"] for vm in before.values())
+
+
+def test_create_destroy_cycles_leak_nothing(daemon: VolantdProcess, netns: str,
+                                            tmp_path: Path) -> None:
+    baseline = nat.nat_rules(netns=netns)
+    with daemon.client() as client:
+        install(client, write_plugin(tmp_path))
+        for index in range(200):
+            name = f"cycle-{index % 7}"
+            vm = create(client, name, wait=None)
+            assert vm["ip_address"] == "10.77.0.2"  # lowest free address every time
+            assert client.delete(f"/api/v1/vms/{name}").status_code == 204
+        assert client.get("/api/v1/vms").json() == []
+    assert taps(netns) == []
+    assert nat.nat_rules(netns=netns) == baseline
+    assert list((daemon.base_dir / "state" / "vms").iterdir()) == []

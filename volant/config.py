@@ -101,6 +101,11 @@ _KEYS: dict[str, tuple[str, str]] = {
 }
 
 
+def environment_variables() -> dict[str, str]:
+    """Setting name -> environment variable, for every setting (used to write the unit)."""
+    return {key: var for key, (var, _kind) in _KEYS.items()}
+
+
 def _coerce(key: str, kind: str, value: Any) -> Any:
     if kind == "str":
         if not isinstance(value, str):

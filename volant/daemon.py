@@ -111,6 +111,54 @@ def _first_leaf(exc: BaseException) -> BaseException:
     return exc
 
 
+def _host_setup(action: str, config: Path | None, dry_run: bool, unit_path: Path,
+                no_unit: bool, no_systemctl: bool) -> None:
+    from volant.errors import VolantError
+    from volant.network.setup import SetupOptions, run_setup, run_teardown
+
+    cfg = _load_or_exit(config)
+    options = SetupOptions(unit_path=None if no_unit else unit_path, systemd=not no_systemctl)
+    try:
+        if action == "setup":
+            run_setup(cfg, options, dry_run=dry_run, echo=typer.echo)
+        else:
+            run_teardown(cfg, options, dry_run=dry_run, echo=typer.echo)
+    except VolantError as exc:
+        typer.echo(f"volantd {action}: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+
+
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the steps; change nothing.")]
+UnitPath = Annotated[Path, typer.Option("--unit-path", help="Where to write the systemd unit.")]
+NoUnit = Annotated[bool, typer.Option("--no-unit", help="Do not write a systemd unit.")]
+NoSystemctl = Annotated[bool, typer.Option("--no-systemctl",
+                                           help="Write the unit but do not run systemctl.")]
+
+
+@app.command()
+def setup(
+    config: ConfigOption = None,
+    dry_run: DryRun = False,
+    unit_path: UnitPath = Path("/etc/systemd/system/volantd.service"),
+    no_unit: NoUnit = False,
+    no_systemctl: NoSystemctl = False,
+) -> None:
+    """Prepare the host (idempotent): bridge, NAT, forwarding, directories, systemd unit."""
+    _host_setup("setup", config, dry_run, unit_path, no_unit, no_systemctl)
+
+
+@app.command()
+def teardown(
+    config: ConfigOption = None,
+    dry_run: DryRun = False,
+    unit_path: UnitPath = Path("/etc/systemd/system/volantd.service"),
+    no_unit: NoUnit = False,
+    no_systemctl: NoSystemctl = False,
+) -> None:
+    """Undo exactly what `volantd setup` did (recorded in the state directory)."""
+    _host_setup("teardown", config, dry_run, unit_path, no_unit, no_systemctl)
+
+
 def main() -> None:
     app(prog_name="volantd")
 

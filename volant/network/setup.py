@@ -33,7 +33,7 @@ from typing import Any
 
 import attrs
 
-from volant.config import _KEYS, Config
+from volant.config import Config, environment_variables
 from volant.errors import ConfigError, ValidationError
 from volant.network import links, nat
 
@@ -84,7 +84,7 @@ def _env_value(value: Any) -> str:
 def environment(cfg: Config, include_secrets: bool = False) -> dict[str, str]:
     """Every ``VOLANT_*`` variable for ``cfg`` (empty optional values left out)."""
     env: dict[str, str] = {}
-    for key, (var, _kind) in _KEYS.items():
+    for key, var in environment_variables().items():
         if key in SECRET_KEYS and not include_secrets:
             continue
         value = getattr(cfg, key)

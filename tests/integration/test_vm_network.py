@@ -7,6 +7,9 @@ tap), so these tests cover the control plane's networking, not guest traffic.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,8 +101,6 @@ def test_deleted_tap_and_bridge_are_restored(daemon: VolantdProcess, netns: str,
             deadline_info = links.link_info(vm["tap"], netns)
             if deadline_info is not None and deadline_info.master == BRIDGE:
                 break
-            import time
-
             time.sleep(0.05)
         assert deadline_info is not None and deadline_info.master == BRIDGE
         assert get(client, "net-1")["pid"] == back["pid"]
@@ -136,3 +137,40 @@ def test_create_destroy_cycles_leak_nothing(daemon: VolantdProcess, netns: str,
     assert taps(netns) == []
     assert nat.nat_rules(netns=netns) == baseline
     assert list((daemon.base_dir / "state" / "vms").iterdir()) == []
+
+
+DHCP_SCRIPT = """#!/bin/sh
+if [ "$1" = bound ]; then echo "ip=$ip router=$router hostname=$hostname" > "$OUT"; fi
+"""
+
+
+def test_dhcp_mode_vm_gets_its_address_from_volantd(daemon: VolantdProcess, netns: str,
+                                                    tmp_path: Path) -> None:
+    """A DHCP client with the VM's MAC, on the bridge, is answered with the VM's address."""
+    with daemon.client() as client:
+        install(client, write_plugin(tmp_path, "dyn", network="dhcp"))
+        install(client, write_plugin(tmp_path, "sock", network="vsock"))
+        vm = create(client, "dyn-1", plugin="dyn")
+        assert vm["network_mode"] == "dhcp" and vm["ip_address"] == "10.77.0.2"
+        assert "ip=::10.77.0.1" in vm["kernel_cmdline"]  # no static address for the guest
+        # vsock VMs have neither IP nor tap, and any number of them coexist.
+        socks = [create(client, f"sock-{i}", plugin="sock") for i in range(3)]
+        assert {s["ip_address"] for s in socks} == {""} and {s["tap"] for s in socks} == {""}
+        assert len({s["vsock_cid"] for s in socks}) == 3
+    script = tmp_path / "dhcp.sh"
+    script.write_text(DHCP_SCRIPT)
+    script.chmod(0o755)
+    out = tmp_path / "lease.txt"
+    subprocess.run(["ip", "-n", netns, "link", "add", "vdh0", "type", "veth", "peer", "name",
+                    "vdh1"], check=True)
+    subprocess.run(["ip", "-n", netns, "link", "set", "vdh0", "master", BRIDGE, "up"],
+                   check=True)
+    subprocess.run(["ip", "-n", netns, "link", "set", "vdh1", "address", vm["mac_address"],
+                    "up"], check=True)
+    result = subprocess.run(
+        ["ip", "netns", "exec", netns, "busybox", "udhcpc", "-f", "-q", "-n", "-i", "vdh1",
+         "-t", "8", "-T", "1", "-s", str(script)],
+        env={**os.environ, "OUT": str(out)}, capture_output=True, text=True, timeout=60,
+        check=False)
+    assert result.returncode == 0, result.stderr
+    assert out.read_text().split() == ["ip=10.77.0.2", "router=10.77.0.1", "hostname=dyn-1"]

@@ -19,7 +19,7 @@ import trio
 from volant.actors import Actor
 from volant.config import Config
 from volant.logging import get_logger
-from volant.network import links, nat
+from volant.network import dhcp, links, nat
 from volant.network.monitor import AddressRemoved, EventsLost, LinkRemoved, open_monitor
 from volant.orchestrator.events import EventBus
 
@@ -51,6 +51,8 @@ class HostNetwork(Actor[Any]):
         self._link_listeners: dict[str, LinkListener] = {}
         self._bridge_listeners: set[Callable[[], None]] = set()
         self.repairs = 0
+        #: Set by the VM manager: the DHCP lease of a MAC it knows (dhcp-mode VMs).
+        self.lease_lookup: Callable[[str], dhcp.Lease | None] = lambda _mac: None
 
     @property
     def enabled(self) -> bool:
@@ -77,6 +79,26 @@ class HostNetwork(Actor[Any]):
             return
         await self._ensure("startup")
         await self.nursery.start(self._watch)
+        responder = dhcp.Responder(
+            server_ip=ipaddress.IPv4Address(self.cfg.host_ip),
+            subnet=ipaddress.IPv4Network(self.cfg.subnet),
+            lookup=self._lookup_lease,
+        )
+        self.nursery.start_soon(self._serve_dhcp, responder)
+
+    def _lookup_lease(self, mac: str) -> dhcp.Lease | None:
+        return self.lease_lookup(mac)  # late bound: the VM manager sets it after we start
+
+    async def _serve_dhcp(self, responder: dhcp.Responder) -> None:
+        """Answer DHCP for dhcp-mode VMs (upstream left that to the user); retry on error."""
+        delay = 1.0
+        while True:
+            try:
+                await dhcp.serve(self.cfg.bridge, responder, self.netns)
+            except OSError as exc:
+                log.warning("dhcp responder stopped; retrying", error=str(exc), delay=delay)
+            await trio.sleep(delay)
+            delay = min(delay * 2, 60.0)
 
     async def handle(self, msg: Any) -> Any:
         if isinstance(msg, EnsureNow):

@@ -31,7 +31,7 @@ from volant.actors import Actor, Backoff, ChildSpec, DynamicSupervisor, Restart
 from volant.errors import ConflictError, NotFoundError
 from volant.logging import get_logger
 from volant.manifest import Manifest, encode_for_cmdline
-from volant.network import links
+from volant.network import dhcp, links
 from volant.network.ipam import IPAM, derive_mac
 from volant.network.tapname import is_our_tap, tap_name
 from volant.orchestrator.events import utc_now
@@ -89,6 +89,8 @@ class VMManager(Actor[Any]):
         self.destroying: set[str] = set()
         self.next_id = 1
         deps.publish_view = self._publish_view
+        if deps.hostnet is not None:
+            deps.hostnet.lease_lookup = self.lease_for_mac
 
     def _publish_view(self, name: str, view: dict[str, Any] | None) -> None:
         if view is None:
@@ -328,6 +330,14 @@ class VMManager(Actor[Any]):
 
     def list_views(self) -> list[dict[str, Any]]:
         return list(self.views.values())
+
+    def lease_for_mac(self, mac: str) -> dhcp.Lease | None:
+        """The DHCP answer for a dhcp-mode VM: its IPAM address, so it is stable."""
+        for view in self.views.values():
+            if view["mac_address"] == mac and view["network_mode"] == "dhcp":
+                ip = self.ipam.ip_of(view["name"])
+                return dhcp.Lease(ip=ip, hostname=view["name"]) if ip is not None else None
+        return None
 
     def counts_by_status(self) -> dict[str, int]:
         counts: dict[str, int] = {}

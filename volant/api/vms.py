@@ -16,11 +16,10 @@ from quart import Blueprint, Response, jsonify, request
 from volant.api.common import context, json_object, query_int, service
 from volant.errors import ConflictError, ValidationError, VolantError
 from volant.orchestrator.events import EventBus, EventFilter
-from volant.orchestrator.plugins import Resolve
 from volant.orchestrator.vm import RestartVM, Start, Stop
+from volant.orchestrator.vmcreate import prepare_create
 from volant.orchestrator.vmm import StopTimeouts
-from volant.orchestrator.vmrequest import parse_create, resolve
-from volant.orchestrator.vms import CreateVM, DestroyVM, VMManager
+from volant.orchestrator.vms import DestroyVM, VMManager
 
 blueprint = Blueprint("vms", __name__)
 
@@ -79,20 +78,11 @@ async def list_vms() -> Response:
 async def create_vm() -> tuple[Response, int]:
     body = await json_object()
     wait_state, wait_timeout = _wait_args()
-    req = parse_create(body)
     ctx = context()
-    manifest = await ctx.services["plugins"].call(Resolve(req.plugin), timeout=30)
-    resolved = resolve(req, manifest)
-    media = service("media")
-    initramfs = rootfs = ""
-    if manifest.initramfs is not None and manifest.initramfs.url:
-        initramfs = str(await media.ensure(manifest.initramfs.url, manifest.initramfs.checksum,
-                                           "initramfs"))
-    if manifest.rootfs is not None and manifest.rootfs.url:
-        rootfs = str(await media.ensure(manifest.rootfs.url, manifest.rootfs.checksum, "rootfs"))
-    view = await ctx.services["vms"].call(CreateVM(resolved, initramfs, rootfs), timeout=60)
+    create = await prepare_create(body, ctx.services["plugins"], service("media"))
+    view = await ctx.services["vms"].call(create, timeout=60)
     if wait_state:
-        view = await _wait_for(req.name, wait_state, wait_timeout)
+        view = await _wait_for(create.resolved.request.name, wait_state, wait_timeout)
     return jsonify(view), 201
 
 

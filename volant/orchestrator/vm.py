@@ -270,7 +270,11 @@ class VMActor(Actor[Any]):
             children.append(ChildSpec(
                 "tap", lambda: TapActor(r.name, r.tap, hostnet, deps.events, deps.lifecycle),
                 Restart.PERMANENT, shutdown_timeout=10.0))
-        agent_ip = r.ip_address if parse_mode(r.network_mode).ip_on_cmdline else ""
+        # Only a real guest has an agent; the hollow stand-in must never cause traffic
+        # to a guest address (it has no guest, and the address may not be local).
+        has_agent = getattr(deps.launcher, "kind", "") != "hollow"
+        agent_ip = (r.ip_address if has_agent and parse_mode(r.network_mode).ip_on_cmdline
+                    else "")
         children.append(ChildSpec(
             "vmm",
             lambda: VMMActor(

@@ -173,4 +173,5 @@ def record_view(record: VMRecord, serial_socket: str, console_log: str) -> dict[
         "config_version": record.config_version,
         "console_log": console_log,
         "last_exit": record.last_exit or None,
+        "hypervisor": record.vmm.kind if record.vmm is not None else None,
     }

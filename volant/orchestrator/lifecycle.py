@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import attrs
 
+from volant.runtime.base import instance_id_for
 
-def instance_id_for(state_dir: Path) -> str:
-    """A stable id of this volantd installation, put in every VMM's marker.
-
-    Derived from the state directory, so two daemons with different state
-    directories on one host never adopt or sweep each other's VMMs.
-    """
-    return hashlib.sha256(str(state_dir.absolute()).encode()).hexdigest()[:12]
+__all__ = ["DaemonLifecycle", "instance_id_for"]
 
 
 @attrs.define

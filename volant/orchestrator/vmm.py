@@ -73,10 +73,20 @@ class StopTimeouts:
         return self.agent + self.powerdown + self.term + self.kill + 5.0
 
 
-async def wait_for_marker(path: Path, marker: bytes, handle: VMMHandle,
+def console_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+async def wait_for_marker(path: Path, marker: bytes, handle: VMMHandle, offset: int = 0,
                           poll: float = 0.05) -> bool:
-    """Tail ``path`` until ``marker`` appears; False if the process died first."""
-    offset = 0
+    """Tail ``path`` from ``offset`` until ``marker`` appears; False if the process died.
+
+    The console log is appended across boots, so callers pass its size from before
+    the launch: an earlier boot's marker must not count.
+    """
     carry = b""
     while handle.alive:
         try:
@@ -141,9 +151,10 @@ class VMMActor(Actor[Any]):
             self.vm.cast(VmmAdopted(self.generation, adopted.identity))
         else:
             spec = self.spec_factory()
+            offset = console_size(spec.console_log)
             self.process = await self.launcher.launch(spec)
             self.vm.cast(VmmLaunched(self.generation, self.process.identity))
-            self.nursery.start_soon(self._await_ready, spec.console_log)
+            self.nursery.start_soon(self._await_ready, spec.console_log, offset)
         self.nursery.start_soon(self._watch)
 
     async def handle(self, msg: Any) -> Any:
@@ -159,10 +170,10 @@ class VMMActor(Actor[Any]):
         self.vm.cast(VmmExited(self.generation, exit_info))
         self.stop_self()
 
-    async def _await_ready(self, console_log: Path) -> None:
+    async def _await_ready(self, console_log: Path, offset: int) -> None:
         assert self.process is not None
         with trio.move_on_after(self.ready_timeout):
-            if await wait_for_marker(console_log, self.ready_marker, self.process):
+            if await wait_for_marker(console_log, self.ready_marker, self.process, offset):
                 self.vm.cast(VmmReady(self.generation))
             return
         self.vm.cast(VmmNotReady(

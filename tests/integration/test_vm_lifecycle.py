@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import time
@@ -241,3 +242,50 @@ def test_disabled_plugin_blocks_create_immediately(daemon: VolantdProcess,
         assert client.delete("/api/v1/plugins/demo").status_code == 204
         missing = client.post("/api/v1/vms", json={"name": "gone", "plugin": "demo"})
         assert missing.status_code == 404
+
+
+def test_root_disk_is_copied_once_and_kept_until_destroy(daemon: VolantdProcess,
+                                                         tmp_path: Path) -> None:
+    rootfs = tmp_path / "root.img"
+    rootfs.write_bytes(b"\0" * 4096)
+    digest = hashlib.sha256(rootfs.read_bytes()).hexdigest()
+    manifest = write_plugin(tmp_path, "withroot")
+    del manifest["initramfs"]
+    manifest["rootfs"] = {"url": f"file://{rootfs}", "checksum": digest}
+    with daemon.client() as client:
+        install(client, manifest)
+        vm = create(client, "disk-1", plugin="withroot")
+        assert "volant.rootfs_device" not in vm["kernel_cmdline"]  # boot args are not stored
+        disk = daemon.base_dir / "state" / "vms" / "disk-1" / "disks" / "root.img"
+        assert disk.read_bytes() == rootfs.read_bytes()
+        with open(disk, "r+b") as fh:  # a guest write
+            fh.write(b"guest data")
+        client.post("/api/v1/vms/disk-1/stop")
+        client.post("/api/v1/vms/disk-1/start", params={"wait": "running"})
+        assert disk.read_bytes().startswith(b"guest data")  # survived the restart
+        assert client.delete("/api/v1/vms/disk-1").status_code == 204
+        assert not disk.exists()
+
+
+def test_orphan_vmm_with_our_marker_is_killed_at_startup(daemon: VolantdProcess,
+                                                         tmp_path: Path) -> None:
+    from volant.runtime import instance_id_for
+    from volant.runtime.process import spawn_detached
+
+    daemon.stop()
+    marker = f"{instance_id_for(daemon.base_dir / 'state')}:ghost"
+    orphan = spawn_detached(["sleep", "300"], marker=marker, log_path=tmp_path / "ghost.log")
+    stranger = spawn_detached(["sleep", "300"], marker="someone-else:ghost",
+                              log_path=tmp_path / "other.log")
+    try:
+        daemon.start()
+        with daemon.client() as client:
+            event = wait_event(client, "ghost", "ORPHAN_VMM_KILLED")
+            assert event["pid"] == orphan.pid
+        orphan.wait(10)
+        assert stranger.poll() is None  # another volantd's VMM is none of our business
+    finally:
+        for proc in (orphan, stranger):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

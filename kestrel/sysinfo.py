@@ -1,0 +1,39 @@
+"""``GET /v1/system/info``: kernel, uptime, addresses, block devices."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from kestrel.blockdev import list_block_devices
+from kestrel.config import AgentConfig
+from kestrel.console import uptime
+from kestrel.netconfig import interface_addresses
+
+
+def system_info(config: AgentConfig) -> dict[str, Any]:
+    uname = os.uname()
+    return {
+        "hostname": socket.gethostname(),
+        "kernel": {"release": uname.release, "version": uname.version, "machine": uname.machine},
+        "uptime_seconds": uptime(config.proc),
+        "interfaces": [
+            {"name": name, "addresses": addresses}
+            for name, addresses in sorted(interface_addresses(config.sys).items())
+        ],
+        "block_devices": [
+            {
+                "name": device.name,
+                "path": device.path,
+                "size_bytes": device.size_bytes,
+                "fstype": device.filesystem.type,
+                "label": device.filesystem.label,
+            }
+            for device in list_block_devices(config.sys, config.dev)
+        ],
+        "cmdline": {k: v for k, v in config.cmdline.items() if k not in _SECRET_KEYS},
+    }
+
+
+_SECRET_KEYS = frozenset({"volant.api_key", "volant.manifest"})

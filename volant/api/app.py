@@ -8,7 +8,8 @@ import uuid
 from quart import Response, g, request
 from quart_trio import QuartTrio
 
-from volant.api import system
+from volant.api import agent, deployments, events, metrics, openapi, plugins, system, vms, ws
+from volant.api.auth import install_auth
 from volant.api.context import ApiContext
 from volant.api.errors import install_error_handlers
 
@@ -36,5 +37,16 @@ def create_app(ctx: ApiContext) -> QuartTrio:
         return response
 
     install_error_handlers(app)
+    api_metrics = metrics.install_metrics(app, ctx)
+    install_auth(app, ctx.config,
+                 on_reject=lambda reason: api_metrics.auth_rejections.labels(reason).inc())
     app.register_blueprint(system.blueprint)
+    app.register_blueprint(events.blueprint)
+    app.register_blueprint(metrics.blueprint)
+    app.register_blueprint(openapi.blueprint)
+    app.register_blueprint(plugins.blueprint)
+    app.register_blueprint(vms.blueprint)
+    app.register_blueprint(deployments.blueprint)
+    app.register_blueprint(agent.blueprint)
+    app.register_blueprint(ws.blueprint)
     return app

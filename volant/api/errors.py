@@ -8,6 +8,7 @@ client gets a 500 that names that id, never a traceback.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from quart import Quart, Response, g, jsonify, request
@@ -22,7 +23,11 @@ log = get_logger("volant.api")
 def error_response(status: int, message: str, details: dict[str, Any] | None = None) -> Response:
     body: dict[str, Any] = {"error": message}
     if details:
-        body["details"] = details
+        # The published contract types details as a string map; keep it that way.
+        body["details"] = {
+            key: value if isinstance(value, str) else json.dumps(value, default=str)
+            for key, value in details.items()
+        }
     response = jsonify(body)
     response.status_code = status
     return response

@@ -78,20 +78,8 @@ def _wants_json() -> bool:
 
 
 def _ready(subscription: Subscription, limit: int) -> list[Event]:
-    """Events already queued for ``subscription``, without waiting.
-
-    Uses the subscription's channel directly: the bus's public API has no
-    non-blocking receive yet (requested). The end of the channel is left for the
-    next ``__anext__`` to report.
-    """
-    receive: trio.MemoryReceiveChannel[Event] = subscription._receive
-    ready: list[Event] = []
-    while len(ready) < limit:
-        try:
-            ready.append(receive.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            break
-    return ready
+    """Events already queued for ``subscription``, without waiting."""
+    return subscription.drain(limit)
 
 
 class _FrameCache:

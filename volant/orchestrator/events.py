@@ -142,6 +142,21 @@ class Subscription:
         self.last_seq = event.seq
         return event
 
+    def drain(self, limit: int) -> list[Event]:
+        """Up to ``limit`` events already queued, without waiting (for batched writes).
+
+        The end of the stream is left for the next ``__anext__`` to report.
+        """
+        ready: list[Event] = []
+        while len(ready) < limit:
+            try:
+                ready.append(self._receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        if ready:
+            self.last_seq = ready[-1].seq
+        return ready
+
     def __aiter__(self) -> Subscription:
         return self
 
@@ -173,6 +188,7 @@ class EventBus(Actor[Any]):
         self._wakeup = trio.Event()
         self._seq = 0
         self._durable_seq = 0
+        self._commit_lock = trio.Lock()
         self.listeners: list[Callable[[Event], None]] = []
         self.journal_errors = 0
 
@@ -238,6 +254,15 @@ class EventBus(Actor[Any]):
             await trio.sleep(COMMIT_INTERVAL)
 
     async def _commit(self) -> None:
+        """Make everything published so far durable and deliver it.
+
+        Serialised by a lock, so a ``flush`` that arrives while the commit loop is
+        writing waits for that batch and then commits whatever came after it.
+        """
+        async with self._commit_lock:
+            await self._commit_locked()
+
+    async def _commit_locked(self) -> None:
         if not self._pending:
             return
         batch, self._pending = self._pending, []

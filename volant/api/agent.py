@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from quart import Blueprint, Response, request
 
+from volant.api import spec
 from volant.api.common import call, json_body, service
 from volant.errors import (
     ConflictError,
@@ -58,6 +59,9 @@ def _forward_headers(headers: Any) -> dict[str, str]:
 
 @blueprint.route("/api/v1/vms/<name>/agent", methods=METHODS, defaults={"path": ""})
 @blueprint.route("/api/v1/vms/<name>/agent/<path:path>", methods=METHODS)
+@spec.api_doc(summary="Proxy a request to the VM's guest agent (streams both ways)",
+              tags=["agent"], responses={200: spec.Response("the agent's answer, as is"),
+                                         404: spec.ERROR, 409: spec.ERROR, 502: spec.ERROR})
 async def agent_proxy(name: str, path: str) -> Response:
     if request.headers.get("Upgrade", "").lower() == "websocket":
         raise ValidationError("websocket upgrade not supported")
@@ -90,6 +94,11 @@ async def agent_proxy(name: str, path: str) -> Response:
 
 
 @blueprint.post("/api/v1/vms/<name>/actions/<plugin>/<action>")
+@spec.api_doc(summary="Invoke a manifest action on the VM's agent (/v1/<path>)",
+              tags=["agent"], operation_id="invokeVMAction", request=spec.ANY_OBJECT,
+              request_required=False,
+              responses={200: spec.ANY_OBJECT, 202: spec.ANY_OBJECT, 400: spec.ERROR,
+                         404: spec.ERROR, 409: spec.ERROR, 502: spec.ERROR})
 async def vm_action(name: str, plugin: str, action: str) -> Response | tuple[Response, int]:
     installed = await call("plugins", Get(plugin))
     spec = installed.manifest.actions.get(action)
@@ -130,6 +139,9 @@ async def vm_action(name: str, plugin: str, action: str) -> Response | tuple[Res
 
 
 @blueprint.get("/api/v1/vms/<name>/openapi")
+@spec.api_doc(summary="The workload's OpenAPI document", tags=["agent"],
+              operation_id="getVMOpenAPI",
+              responses={200: spec.ANY_OBJECT, 404: spec.ERROR, 502: spec.ERROR})
 async def vm_openapi(name: str) -> Response:
     """The workload's OpenAPI document: from the agent, else the manifest's http(s) URL."""
     manager: VMManager = service("vm_manager")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, jsonify
 
+from volant.api import spec
 from volant.api.common import call, json_body, json_object
 from volant.errors import ConflictError, ValidationError
 from volant.orchestrator.plugins import Get, Install, ListPlugins, Remove, SetEnabled
@@ -12,6 +13,8 @@ blueprint = Blueprint("plugins", __name__)
 
 
 @blueprint.get("/api/v1/plugins")
+@spec.api_doc(summary="List plugins (sorted)", tags=["plugin"], operation_id="listPlugins",
+              responses={200: spec.PLUGIN_LIST})
 async def list_plugins() -> Response:
     plugins = await call("plugins", ListPlugins())
     return jsonify({"plugins": [p.name for p in plugins],
@@ -19,18 +22,27 @@ async def list_plugins() -> Response:
 
 
 @blueprint.post("/api/v1/plugins")
+@spec.api_doc(summary="Install a plugin manifest (enabled unless it says otherwise)",
+              tags=["plugin"], operation_id="installPlugin", request=spec.MANIFEST,
+              responses={201: spec.PLUGIN_SUMMARY, 400: spec.ERROR, 422: spec.ERROR,
+                         507: spec.ERROR})
 async def install_plugin() -> tuple[Response, int]:
     plugin = await call("plugins", Install(await json_body()))
     return jsonify(plugin.summary()), 201
 
 
 @blueprint.get("/api/v1/plugins/<name>")
+@spec.api_doc(summary="A plugin's manifest (even when disabled)", tags=["plugin"],
+              operation_id="getPlugin", responses={200: spec.MANIFEST, 404: spec.ERROR})
 async def get_plugin(name: str) -> Response:
     plugin = await call("plugins", Get(name))
     return jsonify(plugin.manifest_json())
 
 
 @blueprint.get("/api/v1/plugins/<name>/manifest")
+@spec.api_doc(summary="A plugin's manifest for guest agents (409 while disabled)",
+              tags=["plugin"], operation_id="getPluginManifest",
+              responses={200: spec.MANIFEST, 404: spec.ERROR, 409: spec.ERROR})
 async def get_plugin_manifest(name: str) -> Response:
     """What guest agents fetch; 409 while the plugin is disabled (upstream)."""
     plugin = await call("plugins", Get(name))
@@ -40,12 +52,18 @@ async def get_plugin_manifest(name: str) -> Response:
 
 
 @blueprint.delete("/api/v1/plugins/<name>")
+@spec.api_doc(summary="Remove a plugin (effective immediately)", tags=["plugin"],
+              operation_id="deletePlugin", responses={204: None, 404: spec.ERROR})
 async def delete_plugin(name: str) -> tuple[str, int]:
     await call("plugins", Remove(name))
     return "", 204
 
 
 @blueprint.post("/api/v1/plugins/<name>/enabled")
+@spec.api_doc(summary="Enable or disable a plugin (effective immediately)", tags=["plugin"],
+              operation_id="setPluginEnabled",
+              request=spec.obj({"enabled": spec.BOOLEAN}, required=["enabled"]),
+              responses={200: spec.PLUGIN_SUMMARY, 400: spec.ERROR, 404: spec.ERROR})
 async def set_plugin_enabled(name: str) -> Response:
     body = await json_object()
     if "enabled" not in body:

@@ -272,9 +272,47 @@ VM = component("VM", obj(
         "serial_socket": STRING,
         "created_at": nullable(DATE_TIME),
         "updated_at": nullable(DATE_TIME),
+        "plugin": STRING,
+        "vsock_cid": INTEGER,
+        "network_mode": enum(["bridged", "dhcp", "vsock"]),
+        "tap": STRING,
+        "restart_count": INTEGER,
+        "restart_policy": obj({"name": enum(["no", "always", "on-failure"]),
+                               "max_retries": INTEGER}),
+        "deployment": nullable(STRING),
+        "desired_state": enum(["running", "stopped"]),
+        "config_version": INTEGER,
+        "console_log": STRING,
+        "last_exit": nullable(STRING),
+        "hypervisor": nullable(STRING),
     },
     description="A VM as upstream returned it, plus our additional fields",
 ))
+
+CREATE_VM = component("CreateVMRequest", obj(
+    {
+        "name": {"type": "string", "description": "DNS label, 1-63 characters"},
+        "plugin": STRING,
+        "runtime": STRING,
+        "cpu_cores": INTEGER,
+        "memory_mb": INTEGER,
+        "kernel_cmdline": {"type": "string", "description": "Extra kernel arguments"},
+        "api_host": STRING,
+        "api_port": INTEGER,
+        "config": ANY_OBJECT,
+        "restart_policy": obj({"name": enum(["no", "always", "on-failure"]),
+                               "max_retries": INTEGER}),
+    },
+    required=["name"],
+))
+
+MANIFEST = component("Manifest", {
+    "type": "object",
+    "description": "A plugin manifest (upstream plugin-manifest-v1 schema)",
+})
+
+PLUGIN_LIST = component("PluginList", obj(
+    {"plugins": array(STRING), "items": array(PLUGIN_SUMMARY)}, required=["plugins"]))
 
 VM_EVENT = component("VMEvent", obj(
     {

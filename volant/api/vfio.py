@@ -23,10 +23,13 @@ from typing import Any, TypeVar
 import trio
 from quart import Blueprint, Response, jsonify
 
+from volant.api import spec
 from volant.api.common import context, json_object
 from volant.devices import Sysfs, VfioManager, normalize_address, sysfs_root
 from volant.errors import ConflictError, ValidationError, VolantError
 from volant.orchestrator.vfio import VfioOwnership
+
+ADDRESSES = spec.obj({"pci_addresses": spec.array(spec.STRING)}, required=["pci_addresses"])
 
 blueprint = Blueprint("vfio", __name__)
 
@@ -87,6 +90,12 @@ def _failure(exc: VolantError) -> tuple[Response, int]:
 
 
 @blueprint.post(f"{PREFIX}/info")
+@spec.api_doc(summary="PCI device info", tags=["vfio"], operation_id="vfioDeviceInfo",
+              request=spec.obj({"pci_address": spec.STRING}, required=["pci_address"]),
+              responses={200: spec.obj({"address": spec.STRING, "vendor": spec.STRING,
+                                        "device": spec.STRING, "driver": spec.STRING,
+                                        "iommu_group": spec.STRING, "numa_node": spec.STRING}),
+                         400: spec.ERROR, 404: spec.ERROR})
 async def device_info() -> Response:
     body = await json_object()
     address = body.get("pci_address")
@@ -96,6 +105,13 @@ async def device_info() -> Response:
 
 
 @blueprint.post(f"{PREFIX}/validate")
+@spec.api_doc(summary="Validate PCI addresses (+ allowlist)", tags=["vfio"],
+              operation_id="vfioValidate",
+              request=spec.obj({"pci_addresses": spec.array(spec.STRING),
+                                "allowlist": spec.array(spec.STRING)}),
+              responses={200: spec.obj({"valid": spec.BOOLEAN, "message": spec.STRING,
+                                        "errors": spec.array(spec.STRING)}),
+                         400: spec.ERROR})
 async def validate_devices() -> Response:
     """Always 200: ``{valid, message?, errors?}`` (upstream)."""
     body = await json_object()
@@ -110,6 +126,11 @@ async def validate_devices() -> Response:
 
 
 @blueprint.post(f"{PREFIX}/iommu-groups")
+@spec.api_doc(summary="IOMMU groups of devices", tags=["vfio"], operation_id="vfioIommuGroups",
+              request=ADDRESSES,
+              responses={200: spec.array(spec.obj({"id": spec.STRING,
+                                                   "devices": spec.array(spec.STRING)})),
+                         400: spec.ERROR})
 async def iommu_groups() -> Response:
     body = await json_object()
     addresses = _addresses(body)
@@ -146,6 +167,9 @@ def _bind_all(manager: VfioManager, addresses: list[str]) -> dict[str, str | Non
 
 
 @blueprint.post(f"{PREFIX}/bind")
+@spec.api_doc(summary="Bind devices to vfio-pci (group viability checked)", tags=["vfio"],
+              operation_id="vfioBind", request=ADDRESSES,
+              responses={200: spec.ANY_OBJECT, 400: spec.ERROR, 409: spec.ANY_OBJECT})
 async def bind_devices() -> tuple[Response, int]:
     body = await json_object()
     try:
@@ -162,6 +186,9 @@ async def bind_devices() -> tuple[Response, int]:
 
 
 @blueprint.post(f"{PREFIX}/unbind")
+@spec.api_doc(summary="Release devices from vfio-pci, restoring the original driver",
+              tags=["vfio"], operation_id="vfioUnbind", request=ADDRESSES,
+              responses={200: spec.ANY_OBJECT, 400: spec.ERROR, 409: spec.ANY_OBJECT})
 async def unbind_devices() -> tuple[Response, int]:
     body = await json_object()
     try:
@@ -184,6 +211,10 @@ async def unbind_devices() -> tuple[Response, int]:
 
 
 @blueprint.post(f"{PREFIX}/group-paths")
+@spec.api_doc(summary="Device paths to hand to the VMM", tags=["vfio"],
+              operation_id="vfioGroupPaths", request=ADDRESSES,
+              responses={200: spec.obj({"group_paths": spec.array(spec.STRING)}),
+                         400: spec.ERROR, 409: spec.ERROR})
 async def group_paths() -> Response:
     """Device paths for the VMM (as upstream, despite the name); 409 if not on vfio-pci."""
     body = await json_object()

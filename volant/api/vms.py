@@ -13,6 +13,7 @@ from typing import Any
 import trio
 from quart import Blueprint, Response, jsonify, request
 
+from volant.api import spec
 from volant.api.common import context, json_object, query_int, service
 from volant.errors import ConflictError, ValidationError, VolantError
 from volant.orchestrator.events import EventBus, EventFilter
@@ -39,6 +40,19 @@ def _manager() -> VMManager:
 
 
 @blueprint.get("/api/v1/vms")
+@spec.api_doc(
+    summary="List VMs", tags=["vm"], operation_id="listVMs",
+    parameters=[spec.query_param("status", spec.STRING, "repeatable or comma-separated"),
+                spec.query_param("runtime", spec.STRING), spec.query_param("plugin", spec.STRING),
+                spec.query_param("q", spec.STRING, "substring of name, ip or runtime"),
+                spec.query_param("limit", spec.INTEGER), spec.query_param("offset", spec.INTEGER),
+                spec.query_param("sort", spec.enum(list(SORT_FIELDS))),
+                spec.query_param("order", spec.enum(["asc", "desc"]))],
+    responses={200: spec.Response("VMs; X-Total-Count is the count before paging",
+                                  spec.array(spec.VM),
+                                  headers={"X-Total-Count": spec.INTEGER}),
+               400: spec.ERROR},
+)
 async def list_vms() -> Response:
     views = _manager().list_views()
     statuses = {s.strip().lower() for raw in request.args.getlist("status")
@@ -75,6 +89,14 @@ async def list_vms() -> Response:
 
 
 @blueprint.post("/api/v1/vms")
+@spec.api_doc(
+    summary="Create a VM (returns once accepted; ?wait=running blocks)", tags=["vm"],
+    operation_id="createVM", request=spec.CREATE_VM,
+    parameters=[spec.query_param("wait", spec.enum(list(WAITABLE))),
+                spec.query_param("timeout", spec.INTEGER, "seconds for ?wait")],
+    responses={201: spec.VM, 400: spec.ERROR, 404: spec.ERROR, 408: spec.ERROR,
+               409: spec.ERROR, 422: spec.ERROR, 507: spec.ERROR},
+)
 async def create_vm() -> tuple[Response, int]:
     body = await json_object()
     wait_state, wait_timeout = _wait_args()
@@ -87,11 +109,15 @@ async def create_vm() -> tuple[Response, int]:
 
 
 @blueprint.get("/api/v1/vms/<name>")
+@spec.api_doc(summary="Fetch VM by name", tags=["vm"], operation_id="getVMByName",
+              responses={200: spec.VM, 404: spec.ERROR})
 async def get_vm(name: str) -> Response:
     return jsonify(_manager().get_view(name))
 
 
 @blueprint.delete("/api/v1/vms/<name>")
+@spec.api_doc(summary="Destroy a VM (stop, then remove tap, IP, disks, record)", tags=["vm"],
+              operation_id="deleteVM", responses={204: None, 404: spec.ERROR, 409: spec.ERROR})
 async def delete_vm(name: str) -> tuple[str, int]:
     done: trio.Event = await context().services["vms"].call(DestroyVM(name), timeout=30)
     await done.wait()
@@ -104,6 +130,10 @@ async def _vm_call(name: str, msg: Any) -> Any:
 
 
 @blueprint.post("/api/v1/vms/<name>/start")
+@spec.api_doc(summary="Start a stopped VM", tags=["vm"], operation_id="startVM",
+              parameters=[spec.query_param("wait", spec.enum(list(WAITABLE))),
+                          spec.query_param("timeout", spec.INTEGER)],
+              responses={200: spec.VM, 404: spec.ERROR, 408: spec.ERROR, 409: spec.ERROR})
 async def start_vm(name: str) -> Response:
     wait_state, wait_timeout = _wait_args()
     view = await _vm_call(name, Start())
@@ -113,11 +143,17 @@ async def start_vm(name: str) -> Response:
 
 
 @blueprint.post("/api/v1/vms/<name>/stop")
+@spec.api_doc(summary="Stop a VM (agent power-off, VMM API, SIGTERM, SIGKILL)", tags=["vm"],
+              operation_id="stopVM", responses={200: spec.VM, 404: spec.ERROR})
 async def stop_vm(name: str) -> Response:
     return jsonify(await _vm_call(name, Stop()))
 
 
 @blueprint.post("/api/v1/vms/<name>/restart")
+@spec.api_doc(summary="Stop then start a VM", tags=["vm"], operation_id="restartVM",
+              parameters=[spec.query_param("wait", spec.enum(list(WAITABLE))),
+                          spec.query_param("timeout", spec.INTEGER)],
+              responses={200: spec.VM, 404: spec.ERROR, 408: spec.ERROR, 409: spec.ERROR})
 async def restart_vm(name: str) -> Response:
     wait_state, wait_timeout = _wait_args()
     view = await _vm_call(name, RestartVM())
@@ -127,6 +163,11 @@ async def restart_vm(name: str) -> Response:
 
 
 @blueprint.get("/api/v1/vms/<name>/wait")
+@spec.api_doc(summary="Wait until a VM reaches a state", tags=["vm"], operation_id="waitVM",
+              parameters=[spec.query_param("state", spec.enum(list(WAITABLE))),
+                          spec.query_param("timeout", spec.INTEGER)],
+              responses={200: spec.VM, 400: spec.ERROR, 404: spec.ERROR, 408: spec.ERROR,
+                         409: spec.ERROR})
 async def wait_vm(name: str) -> Response:
     state = request.args.get("state", "running")
     if state not in WAITABLE:

@@ -16,6 +16,7 @@ import httpx
 import trio
 from quart import Blueprint, websocket
 
+from volant.api import spec
 from volant.api.agent import agent_base
 from volant.api.common import service
 from volant.errors import VolantError
@@ -31,6 +32,8 @@ CLOSE_TRY_AGAIN = 1013
 
 
 @blueprint.websocket("/ws/v1/vms/<name>/console")
+@spec.api_doc(summary="Serial console of a VM (binary frames both ways)", tags=["vm"],
+              operation_id="vmConsole", websocket=True)
 async def console(name: str) -> None:
     manager: VMManager = service("vm_manager")
     await websocket.accept()
@@ -67,6 +70,9 @@ async def console(name: str) -> None:
 
 
 @blueprint.websocket("/ws/v1/vms/<name>/logs")
+@spec.api_doc(summary="The guest agent's log stream as JSON frames", tags=["vm"],
+              operation_id="vmLogs", websocket=True,
+              parameters=[spec.query_param("tail", spec.INTEGER, "lines of backlog first")])
 async def logs(name: str) -> None:
     manager: VMManager = service("vm_manager")
     bus: EventBus = service("events")

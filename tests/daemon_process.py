@@ -20,6 +20,9 @@ import httpx
 
 VOLANTD = [sys.executable, "-m", "volant.daemon"]
 
+#: Every daemon a test started; tests/conftest.py kills their VMMs at the end of the session.
+STARTED: list[VolantdProcess] = []
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -50,6 +53,7 @@ class VolantdProcess:
             self.env["VOLANT_API_UNIX_SOCKET"] = str(self.socket_path)
         self.log_path = base_dir / "volantd.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        STARTED.append(self)
 
     @property
     def url(self) -> str:
@@ -104,6 +108,23 @@ class VolantdProcess:
         self.signal(signal.SIGKILL)
         assert self.proc is not None
         self.proc.wait(10)
+
+    def kill_vmms(self) -> list[int]:
+        """Kill (SIGKILL, by pid) every VMM carrying this daemon's marker; returns the pids.
+
+        VMMs outlive volantd by design, so a test's teardown must end them itself.
+        """
+        from volant.runtime import find_marked_processes, instance_id_for
+
+        state_dir = Path(self.env["VOLANT_STATE_DIR"])
+        killed = []
+        for proc in find_marked_processes(instance_id_for(state_dir)):
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+                killed.append(proc.pid)
+            except ProcessLookupError:
+                pass
+        return killed
 
     def stop(self, timeout: float = 20.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:

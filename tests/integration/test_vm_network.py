@@ -135,6 +135,7 @@ def test_create_destroy_cycles_leak_nothing(daemon: VolantdProcess, netns: str,
             assert client.delete(f"/api/v1/vms/{name}").status_code == 204
         assert client.get("/api/v1/vms").json() == []
     assert taps(netns) == []
+    assert daemon.kill_vmms() == []  # no VMM process left behind either
     assert nat.nat_rules(netns=netns) == baseline
     assert list((daemon.base_dir / "state" / "vms").iterdir()) == []
 

@@ -8,7 +8,7 @@ import uuid
 from quart import Response, g, request
 from quart_trio import QuartTrio
 
-from volant.api import agent, deployments, events, metrics, openapi, plugins, system, vms, ws
+from volant.api import agent, deployments, events, metrics, openapi, plugins, system, vfio, vms, ws
 from volant.api.auth import install_auth
 from volant.api.context import ApiContext
 from volant.api.errors import install_error_handlers
@@ -49,4 +49,5 @@ def create_app(ctx: ApiContext) -> QuartTrio:
     app.register_blueprint(deployments.blueprint)
     app.register_blueprint(agent.blueprint)
     app.register_blueprint(ws.blueprint)
+    app.register_blueprint(vfio.blueprint)
     return app

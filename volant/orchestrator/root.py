@@ -6,6 +6,8 @@
     ├── PluginRegistry
     ├── VMSupervisor (dynamic, one_for_one) ── VM actors ── runner: Tap → VMM
     ├── VMManager        recovery in on_start, then create/destroy/IPAM
+    ├── DeploymentSupervisor (dynamic) ── Deployment actors (deployments.py)
+    ├── DeploymentManager  restarts deployments after VM recovery; serves their views
     └── API server       opens only after everything before it has started
 
 rest_for_one: a child depends on every child started before it, so when one
@@ -28,10 +30,13 @@ from volant.api.server import serve_api
 from volant.config import Config
 from volant.logging import get_logger
 from volant.media import MediaCache
-from volant.orchestrator.events import EventBus
+from volant.orchestrator.deployment_manager import DeploymentManager, deployment_supervisor
+from volant.orchestrator.deployments import DeploymentDeps
+from volant.orchestrator.events import Event, EventBus
 from volant.orchestrator.hostnet import HostNetwork
 from volant.orchestrator.lifecycle import DaemonLifecycle, instance_id_for
 from volant.orchestrator.plugins import PluginRegistry
+from volant.orchestrator.vfio import VfioOwnership
 from volant.orchestrator.vm import BOOT_MARKER, VMDeps
 from volant.orchestrator.vms import VMManager, vm_supervisor
 from volant.runtime import select_launcher
@@ -73,11 +78,16 @@ class Tree:
         self.plugins: PluginRegistry | None = None
         self.vm_supervisor: DynamicSupervisor | None = None
         self.vm_manager: VMManager | None = None
+        self.deployment_supervisor: DynamicSupervisor | None = None
+        self.deployment_manager: DeploymentManager | None = None
         self.root: Supervisor | None = None
+        self.vfio_ownership = VfioOwnership()
+        self.crash_detections = 0
 
     # -- factories -----------------------------------------------------------------------
     def make_events(self) -> EventBus:
         self.events = EventBus(self.cfg.state_dir / "events")
+        self.events.listeners.append(self._count_crashes)
         return self.events
 
     def make_hostnet(self) -> HostNetwork:
@@ -92,7 +102,7 @@ class Tree:
 
     def make_vm_supervisor(self) -> DynamicSupervisor:
         self.vm_supervisor = vm_supervisor()
-        self.vm_supervisor._on_event = self.on_supervisor_event
+        self.vm_supervisor.on_event = self.on_supervisor_event
         return self.vm_supervisor
 
     def make_vm_manager(self) -> VMManager:
@@ -107,6 +117,22 @@ class Tree:
         self.vm_manager = VMManager(deps, self.vm_supervisor, None)
         return self.vm_manager
 
+    def make_deployment_supervisor(self) -> DynamicSupervisor:
+        self.deployment_supervisor = deployment_supervisor()
+        self.deployment_supervisor.on_event = self.on_supervisor_event
+        return self.deployment_supervisor
+
+    def make_deployment_manager(self) -> DeploymentManager:
+        assert self.root is not None and self.events is not None
+        assert self.vm_manager is not None and self.deployment_supervisor is not None
+        deps = DeploymentDeps(
+            store=self.store, events=self.events, vm_manager=self.vm_manager,
+            vms=self.root.ref("vm-manager"), plugins=self.root.ref("plugins"),
+            media=self.media, publish_view=lambda _n, _v: None,
+        )
+        self.deployment_manager = DeploymentManager(deps, self.deployment_supervisor)
+        return self.deployment_manager
+
     def make_api(self) -> ApiServer:
         return ApiServer(self)
 
@@ -119,8 +145,70 @@ class Tree:
             "vm_manager": self.vm_manager,
             "media": self.media,
             "vm_counts": self.vm_manager.counts_by_status,
+            "vm_summary": self.vm_summary,
+            "plugin_summary": self.plugin_summary,
+            "metrics_providers": [self.metrics],
+            "deployments": self.deployment_manager,
+            "vfio_ownership": self.vfio_ownership,
         }
         return ApiContext(config=self.cfg, version=__version__, services=services)
+
+    # -- read-only providers for system routes and /metrics (same trio thread) -----------
+    def vm_summary(self) -> dict[str, Any]:
+        views = self.vm_manager.list_views() if self.vm_manager is not None else []
+        by_status: dict[str, int] = {}
+        by_runtime: dict[str, int] = {}
+        for view in views:
+            by_status[view["status"]] = by_status.get(view["status"], 0) + 1
+            runtime = str(view["runtime"]).lower()
+            by_runtime[runtime] = by_runtime.get(runtime, 0) + 1
+        return {"total_vms": len(views), "by_status": by_status, "by_runtime": by_runtime}
+
+    def plugin_summary(self) -> dict[str, Any]:
+        plugins = (sorted(self.plugins.plugins.values(), key=lambda p: p.name)
+                   if self.plugins is not None else [])
+        return {
+            "plugins": [{"name": p.name, "version": p.manifest.version, "enabled": p.enabled}
+                        for p in plugins],
+            "total_plugins": len(plugins),
+            "enabled_plugins": sum(p.enabled for p in plugins),
+        }
+
+    def metrics(self) -> list[tuple[str, str, str, dict[str, str], float]]:
+        samples: list[tuple[str, str, str, dict[str, str], float]] = []
+        views = self.vm_manager.list_views() if self.vm_manager is not None else []
+        counts: dict[str, int] = {}
+        for view in views:
+            counts[view["status"]] = counts.get(view["status"], 0) + 1
+        for status, count in sorted(counts.items()):
+            samples.append(("volant_vms", "VMs by state", "gauge", {"state": status}, count))
+        samples.append(("volant_vm_restarts", "Automatic VM restarts (sum over live VMs)",
+                        "counter", {}, float(sum(v["restart_count"] for v in views))))
+        samples.append(("volant_vm_crashes", "VMM exits detected as crashes since start",
+                        "counter", {}, float(self.crash_detections)))
+        for child in ("plugins", "vm-manager", "hostnet"):
+            if self.root is not None:
+                try:
+                    depth = self.root.ref(child).mailbox_depth
+                except Exception:  # not started (yet)
+                    continue
+                samples.append(("volant_mailbox_depth", "Messages waiting in an actor's mailbox",
+                                "gauge", {"actor": child}, float(depth)))
+        if self.vm_supervisor is not None:
+            for info in self.vm_supervisor.which_children():
+                try:
+                    depth = self.vm_supervisor.ref(info.id).mailbox_depth
+                except Exception:
+                    continue
+                if depth:
+                    samples.append(("volant_mailbox_depth",
+                                    "Messages waiting in an actor's mailbox", "gauge",
+                                    {"actor": f"vm:{info.id}"}, float(depth)))
+        return samples
+
+    def _count_crashes(self, event: Event) -> None:
+        if event.type == "VM_CRASHED":
+            self.crash_detections += 1
 
     def on_supervisor_event(self, event: SupervisorEvent) -> None:
         if self.events is None or event.kind not in ("child_crashed", "escalated"):
@@ -138,6 +226,10 @@ class Tree:
                       shutdown_timeout=120),
             ChildSpec("vm-manager", self.make_vm_manager, Restart.PERMANENT,
                       shutdown_timeout=30),
+            ChildSpec("deployment-supervisor", self.make_deployment_supervisor,
+                      Restart.PERMANENT, shutdown_timeout=30),
+            ChildSpec("deployment-manager", self.make_deployment_manager, Restart.PERMANENT,
+                      shutdown_timeout=10),
             ChildSpec("api", self.make_api, Restart.PERMANENT, shutdown_timeout=10),
         ]
         self.root = Supervisor("root", children, Strategy.REST_FOR_ONE, intensity=3,

@@ -9,6 +9,7 @@ stops a VM; the next start adopts them.
 from __future__ import annotations
 
 import signal
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -81,6 +82,11 @@ def main_callback(
     cfg = _load_or_exit(config, api_listen=listen)
     configure_logging(cfg.log_level, None if cfg.log_format == "auto" else cfg.log_format == "json")
     log = get_logger("volantd")
+    try:
+        _check_listen(cfg)
+    except OSError as exc:
+        typer.echo(f"volantd: cannot listen on {cfg.api_listen}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
     log.info(
         "volantd starting",
         version=__version__,
@@ -102,6 +108,15 @@ def main_callback(
             raise typer.Exit(1) from None
         raise
     log.info("volantd stopped")
+
+
+def _check_listen(cfg: Config) -> None:
+    """Fail fast, with one line, when the API address is taken (before any actor starts)."""
+    host = cfg.listen_host
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, cfg.listen_port))
 
 
 def _first_leaf(exc: BaseException) -> BaseException:

@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +128,13 @@ class VolantdProcess:
                 pass
         return killed
 
+    def close(self) -> None:
+        """Test teardown: stop volantd, then end every VMM it left (they outlive it)."""
+        try:
+            self.stop()
+        finally:
+            self.kill_vmms()
+
     def stop(self, timeout: float = 20.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
@@ -136,3 +145,14 @@ class VolantdProcess:
             self.proc.kill()
             self.proc.wait(5)
             raise
+
+
+@contextmanager
+def running_daemon(base_dir: Path, env: dict[str, str] | None = None,
+                   netns: str | None = None) -> Iterator[VolantdProcess]:
+    """A started volantd for the duration of the block; its VMMs are killed afterwards."""
+    daemon = VolantdProcess(base_dir, env=env, netns=netns).start()
+    try:
+        yield daemon
+    finally:
+        daemon.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_process import VolantdProcess
+from tests.daemon_process import VolantdProcess, running_daemon
 from tests.guest_media import BootMedia, build_boot_media
 from tests.vmtools import events, get, install, kill, pid_alive, wait_event
 from volant.network import links
@@ -33,7 +33,7 @@ def media() -> BootMedia:
 @pytest.fixture
 def daemon(tmp_path: Path, netns: str, media: BootMedia) -> Iterator[VolantdProcess]:
     run_dir = Path(tempfile.mkdtemp(prefix="vq-"))  # Unix socket paths must stay short
-    proc = VolantdProcess(tmp_path, netns=netns, env={
+    env = {
         "VOLANT_HYPERVISOR": "qemu",
         "VOLANT_MANAGE_NETWORK": "true",
         "VOLANT_BRIDGE": "vbr-e2e",
@@ -41,20 +41,11 @@ def daemon(tmp_path: Path, netns: str, media: BootMedia) -> Iterator[VolantdProc
         "VOLANT_HOST_IP": "10.78.0.1",
         "VOLANT_KERNEL_VMLINUX": str(media.kernel),
         "VOLANT_RUNTIME_DIR": str(run_dir),
-    }).start()
-    pids: list[int] = []
+    }
     try:
-        yield proc
+        with running_daemon(tmp_path, env=env, netns=netns) as proc:
+            yield proc
     finally:
-        try:
-            with proc.client() as client:
-                pids = [vm["pid"] for vm in client.get("/api/v1/vms").json() if vm.get("pid")]
-        except Exception:
-            pass
-        proc.stop()
-        for pid in pids:
-            if pid_alive(pid):
-                kill(pid)
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

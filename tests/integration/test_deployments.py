@@ -10,35 +10,18 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.daemon_process import VolantdProcess
+from tests.daemon_process import VolantdProcess, running_daemon
 from tests.vmtools import events, install, kill, pid_alive, write_plugin
 
 
 def _cleanup(proc: VolantdProcess) -> None:
-    started: list[int] = []
-    try:
-        with proc.client() as client:
-            for dep in client.get("/api/v1/deployments").json():
-                client.delete(f"/api/v1/deployments/{dep['name']}")
-            for vm in client.get("/api/v1/vms").json():
-                if vm.get("pid"):
-                    started.append(vm["pid"])
-                client.delete(f"/api/v1/vms/{vm['name']}")
-    except Exception:
-        pass
-    proc.stop()
-    for pid in started:
-        if pid_alive(pid):
-            kill(pid)
+    proc.close()
 
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[VolantdProcess]:
-    proc = VolantdProcess(tmp_path).start()
-    try:
+    with running_daemon(tmp_path) as proc:
         yield proc
-    finally:
-        _cleanup(proc)
 
 
 def deployment(client: httpx.Client, name: str) -> dict[str, Any]:

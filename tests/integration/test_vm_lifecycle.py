@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_process import VolantdProcess
+from tests.daemon_process import VolantdProcess, running_daemon
 from tests.vmtools import (
     create,
     events,
@@ -27,23 +27,8 @@ from tests.vmtools import (
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[VolantdProcess]:
-    proc = VolantdProcess(tmp_path).start()
-    started: list[int] = []
-    try:
+    with running_daemon(tmp_path) as proc:
         yield proc
-    finally:
-        with proc.client() as client:
-            try:
-                for vm in client.get("/api/v1/vms").json():
-                    if vm.get("pid"):
-                        started.append(vm["pid"])
-                    client.delete(f"/api/v1/vms/{vm['name']}")
-            except Exception:
-                pass
-        proc.stop()
-        for pid in started:
-            if pid_alive(pid):
-                kill(pid)
 
 
 def test_create_get_list_stop_start_restart_destroy(daemon: VolantdProcess,

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_process import VolantdProcess
+from tests.daemon_process import VolantdProcess, running_daemon
 from tests.vmtools import (
     create,
     get,
     install,
-    kill,
     pid_alive,
     wait_event,
     wait_status,
@@ -39,20 +38,8 @@ NET_ENV = {
 
 @pytest.fixture
 def daemon(tmp_path: Path, netns: str) -> Iterator[VolantdProcess]:
-    proc = VolantdProcess(tmp_path, env=NET_ENV, netns=netns).start()
-    pids: list[int] = []
-    try:
+    with running_daemon(tmp_path, env=NET_ENV, netns=netns) as proc:
         yield proc
-    finally:
-        try:
-            with proc.client() as client:
-                pids = [vm["pid"] for vm in client.get("/api/v1/vms").json() if vm.get("pid")]
-        except Exception:
-            pass
-        proc.stop()
-        for pid in pids:
-            if pid_alive(pid):
-                kill(pid)
 
 
 def taps(netns: str) -> list[str]:

@@ -10,26 +10,14 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from tests.daemon_process import VolantdProcess
-from tests.vmtools import create, install, kill, pid_alive, write_plugin
+from tests.daemon_process import VolantdProcess, running_daemon
+from tests.vmtools import create, install, write_plugin
 
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[VolantdProcess]:
-    proc = VolantdProcess(tmp_path).start()
-    pids: list[int] = []
-    try:
+    with running_daemon(tmp_path) as proc:
         yield proc
-    finally:
-        try:
-            with proc.client() as client:
-                pids = [vm["pid"] for vm in client.get("/api/v1/vms").json() if vm.get("pid")]
-        except Exception:
-            pass
-        proc.stop()
-        for pid in pids:
-            if pid_alive(pid):
-                kill(pid)
 
 
 def ws_url(daemon: VolantdProcess, path: str) -> str:

@@ -22,7 +22,7 @@ def hypercorn_config(cfg: Config) -> HypercornConfig:
     hc.accesslog = None
     hc.errorlog = "-"
     hc.loglevel = "WARNING"
-    hc.graceful_timeout = 5.0
+    hc.graceful_timeout = 2.0  # open keep-alive and SSE connections get this long
     hc.keep_alive_timeout = 75.0
     # No read timeout: SSE and websocket clients are legitimately quiet for long periods.
     hc.read_timeout = None

@@ -103,11 +103,16 @@ def test_a_killed_replica_is_replaced_and_ready_count_dips(daemon: VolantdProces
         wait_for(client, "web", all_ready(3))
         counts: list[int] = []
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and len(counts) < 2:
+        def dipped_and_recovered(values: list[int]) -> bool:
+            return 2 in values and values[-1] == 3 and values.index(2) < len(values) - 1
+
+        while time.monotonic() < deadline and not dipped_and_recovered(counts):
             counts = [e["ready_replicas"] for e in events(client, "web", after=mark)
                       if e["type"] == "DEPLOYMENT_READY_REPLICAS"]
             time.sleep(0.05)
-        assert counts == [2, 3], counts
+        # On a loaded machine the count may be re-announced around the kill; what must be
+        # on record is the dip to 2 and the recovery to 3 after it, and nothing else.
+        assert dipped_and_recovered(counts) and set(counts) <= {2, 3}, counts
 
         after = vms_by_name(client)
         assert sorted(after) == ["web-1", "web-2", "web-3"]

@@ -4,6 +4,7 @@ GET /         -> JSON greeting
 GET /healthz  -> health check for kestrel
 GET /openapi  -> this service's OpenAPI document
 POST /greet   -> {"greeting": "hello, <name>"} (the plugin's action)
+POST /crash   -> answers, then exits with status 3 (shows kestrel restarting its workload)
 Every request prints one log line to stdout, which kestrel forwards to the host.
 """
 
@@ -40,6 +41,11 @@ class HelloHandler(BaseHTTPRequestHandler):
             self._send_json(404, {"error": f"no route {self.path}"})
 
     def do_POST(self) -> None:
+        if self.path == "/crash":
+            self._send_json(202, {"crashing": True})
+            self.wfile.flush()
+            print("hello: crashing on request", flush=True)
+            os._exit(3)
         if self.path != "/greet":
             self._send_json(404, {"error": f"no route {self.path}"})
             return

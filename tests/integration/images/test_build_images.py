@@ -189,8 +189,8 @@ def _debugfs(image: Path, request: str) -> str:
                           text=True, check=True).stdout
 
 
-@pytest.mark.skipif(shutil.which("debugfs") is None, reason="e2fsprogs debugfs not installed")
 def test_rootfs_image(hello: HelloBuilds, tmp_path: Path) -> None:
+    assert shutil.which("debugfs"), "e2fsprogs is missing (make setup installs it)"
     (tmp_path / "root" / "srv").mkdir(parents=True)
     (tmp_path / "root" / "srv" / "data.txt").write_text("from the source tree\n")
     (tmp_path / "app.py").write_text("print('app')\n")

@@ -285,6 +285,9 @@ VM = component("VM", obj(
         "console_log": STRING,
         "last_exit": nullable(STRING),
         "hypervisor": nullable(STRING),
+        "restart_required": BOOLEAN,
+        "current_config_version": INTEGER,
+        "pci_devices": array(STRING),
     },
     description="A VM as upstream returned it, plus our additional fields",
 ))

@@ -4,6 +4,11 @@ Create returns as soon as the VM is accepted and persisted (201); the boot goes
 on in the VM's actor. ``?wait=running&timeout=S`` on create, or
 ``GET /api/v1/vms/{name}/wait?state=running&timeout=S``, block until the state is
 reached (200), the VM settles in another final state (409) or time runs out (408).
+
+Config routes (upstream section 4): ``GET .../config`` and ``.../config/history``
+read the files directly (reads need no actor); ``PATCH .../config`` goes to the
+VM's actor, the only writer of its config files, which validates the patched
+config as a whole and writes version n+1 (400/422 and no change on any error).
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from volant.api import spec
 from volant.api.common import context, json_object, query_int, service
 from volant.errors import ConflictError, ValidationError, VolantError
 from volant.orchestrator.events import EventBus, EventFilter
-from volant.orchestrator.vm import RestartVM, Start, Stop
+from volant.orchestrator.vm import PatchConfig, RestartVM, Start, Stop
 from volant.orchestrator.vmcreate import prepare_create
 from volant.orchestrator.vmm import StopTimeouts
 from volant.orchestrator.vms import DestroyVM, VMManager
+from volant.store import StateStore
+from volant.vmconfig import ConfigStore
 
 blueprint = Blueprint("vms", __name__)
 
@@ -28,6 +35,20 @@ SORT_FIELDS = ("name", "status", "runtime", "updated_at", "created_at")
 WAITABLE = ("running", "stopped", "crashed", "failed")
 SETTLED = {"running", "stopped", "crashed", "failed"}
 LONG_CALL = StopTimeouts().total * 2 + 30
+
+
+VERSIONED_CONFIG = spec.component("VersionedConfig", spec.obj(
+    {"version": spec.INTEGER, "updated_at": spec.STRING,
+     "config": spec.obj({}, description="the VM's config (upstream section 4)")},
+    required=["version", "updated_at", "config"]))
+CONFIG_HISTORY_ENTRY = spec.component("ConfigHistoryEntry", spec.obj(
+    {"id": spec.INTEGER, "version": spec.INTEGER, "updated_at": spec.STRING,
+     "config": spec.obj({})}, required=["version", "updated_at", "config"]))
+CONFIG_PATCH = spec.component("VMConfigPatch", spec.obj(
+    {}, description="any subset of the config's fields except plugin; merge rules in "
+                    "docs (resources and api deep-merge, other fields replace, null clears)"))
+DEFAULT_HISTORY_LIMIT = 50
+MAX_HISTORY_LIMIT = 1000
 
 
 class WaitTimeout(VolantError):
@@ -122,6 +143,48 @@ async def delete_vm(name: str) -> tuple[str, int]:
     done: trio.Event = await context().services["vms"].call(DestroyVM(name), timeout=30)
     await done.wait()
     return "", 204
+
+
+def _config_store(name: str) -> ConfigStore:
+    _manager().get_view(name)  # 404 for an unknown VM
+    store: StateStore = _manager().deps.store
+    return ConfigStore(store, name)
+
+
+@blueprint.get("/api/v1/vms/<name>/config")
+@spec.api_doc(summary="Fetch a VM's current config", tags=["vm"], operation_id="getVMConfig",
+              responses={200: VERSIONED_CONFIG, 404: spec.ERROR})
+async def get_vm_config(name: str) -> Response:
+    store = _config_store(name)
+    current = await trio.to_thread.run_sync(store.require)
+    return jsonify(current.to_json())
+
+
+@blueprint.get("/api/v1/vms/<name>/config/history")
+@spec.api_doc(summary="List a VM's config versions, newest (current) first", tags=["vm"],
+              operation_id="getVMConfigHistory",
+              parameters=[spec.query_param("limit", spec.INTEGER,
+                                           f"1-{MAX_HISTORY_LIMIT}, default "
+                                           f"{DEFAULT_HISTORY_LIMIT}")],
+              responses={200: spec.array(CONFIG_HISTORY_ENTRY), 400: spec.ERROR,
+                         404: spec.ERROR})
+async def get_vm_config_history(name: str) -> Response:
+    limit = query_int("limit", DEFAULT_HISTORY_LIMIT, minimum=1) or DEFAULT_HISTORY_LIMIT
+    if limit > MAX_HISTORY_LIMIT:
+        raise ValidationError(f"invalid limit: must be <= {MAX_HISTORY_LIMIT}", field="limit")
+    store = _config_store(name)
+    entries = await trio.to_thread.run_sync(store.history, limit)
+    return jsonify([entry.to_json() for entry in entries])
+
+
+@blueprint.patch("/api/v1/vms/<name>/config")
+@spec.api_doc(summary="Patch a VM's config (new version; effective at the next start)",
+              tags=["vm"], operation_id="patchVMConfig", request=CONFIG_PATCH,
+              responses={200: VERSIONED_CONFIG, 400: spec.ERROR, 404: spec.ERROR,
+                         409: spec.ERROR, 422: spec.ERROR, 507: spec.ERROR})
+async def patch_vm_config(name: str) -> Response:
+    body = await json_object()
+    return jsonify(await _vm_call(name, PatchConfig(body)))
 
 
 async def _vm_call(name: str, msg: Any) -> Any:

@@ -112,7 +112,7 @@ class Tree:
         deps = VMDeps(
             cfg=self.cfg, store=self.store, events=self.events, launcher=self.launcher,
             lifecycle=self.lifecycle, hostnet=self.hostnet, publish_view=lambda _n, _v: None,
-            ready_marker=marker,
+            ready_marker=marker, vfio_ownership=self.vfio_ownership,
         )
         self.vm_manager = VMManager(deps, self.vm_supervisor, None)
         return self.vm_manager

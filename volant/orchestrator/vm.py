@@ -13,6 +13,30 @@ budget of consecutive retries is spent.
 
 Messages from the runner carry a *generation*; a message from a runner that was
 already replaced (a late exit report during a stop, say) is ignored.
+
+Config (``vms/<name>/config.toml`` and its history): this actor is the only
+writer. ``PatchConfig`` validates the whole patched config (merge rules in
+``volant.vmconfig``, cloud-init ``path`` documents refused, the manifest must
+still fit the kernel command line) and writes version n+1; nothing changes on
+any error. Changes take effect at the next launch: before *every* launch the
+actor derives CPU, memory, command line, API endpoint, network mode and restart
+policy from the current config (``launch_fields``) and records the version it
+booted (``config_version``). The restart policy is also applied at once (it is
+not a boot parameter). ``restart_required`` in the view compares the running
+instance's config with the current one.
+
+Network mode changes need IPAM, which belongs to the VM manager: at launch, if
+the config's mode differs from the record's, the actor calls the manager's
+``renetwork`` (a plain synchronous method: IPAM is only used from the trio
+thread, so the call is atomic and cannot deadlock on mailboxes). The old IP is
+therefore kept until the next start and released only then.
+
+Launch also builds the cloud-init seed (``<runtime_dir>/vms/<name>/seed.img``,
+rebuilt only when its content changes, attached read-only as the last disk) and
+checks the VFIO devices (``config.devices`` else the manifest's): a device that
+cannot be assigned fails a user's start with its 4xx, and an automatic launch
+with ``VM_FAILED`` instead of a restart loop. The runner then holds one
+``VfioBindingActor`` per device between the tap and the VMM.
 """
 
 from __future__ import annotations
@@ -30,16 +54,33 @@ import attrs
 import trio
 
 from volant.actors import Actor, Backoff, ChildSpec, Restart, Strategy, Supervisor
+from volant.cloudinit import (
+    ensure_seed,
+    merge_cloud_init,
+    reject_path_documents,
+    remove_seed,
+    seed_documents,
+    seed_path,
+)
 from volant.config import Config
-from volant.errors import ConflictError
+from volant.devices import Sysfs, VfioManager, normalize_address, sysfs_root
+from volant.errors import ConflictError, ValidationError, VolantError
 from volant.logging import get_logger
 from volant.media import copy_once
 from volant.network import links
-from volant.network.modes import parse_mode
+from volant.network.ipam import derive_mac
+from volant.network.modes import NetworkMode, parse_mode
+from volant.network.tapname import tap_name
 from volant.orchestrator.events import EventBus, utc_now
 from volant.orchestrator.hostnet import HostNetwork
 from volant.orchestrator.lifecycle import DaemonLifecycle
 from volant.orchestrator.tap import TapActor
+from volant.orchestrator.vfio import (
+    NOT_RECORDED,
+    VfioBindingActor,
+    VfioOwnership,
+    check_assignment,
+)
 from volant.orchestrator.vmm import (
     StopTimeouts,
     VMMActor,
@@ -49,7 +90,15 @@ from volant.orchestrator.vmm import (
     VmmNotReady,
     VmmReady,
 )
-from volant.orchestrator.vmrecord import VM_CODEC, VMRecord, VMStatus, record_to_doc, record_view
+from volant.orchestrator.vmrecord import (
+    VM_CODEC,
+    RestartPolicyName,
+    VMRecord,
+    VMStatus,
+    record_to_doc,
+    record_view,
+)
+from volant.orchestrator.vmrequest import launch_fields, network_mode_of
 from volant.runtime.base import (
     DiskSpec,
     ExitInfo,
@@ -59,6 +108,15 @@ from volant.runtime.base import (
     find_marked_processes,
 )
 from volant.store import StateStore
+from volant.vmconfig import (
+    ConfigStore,
+    VersionedConfig,
+    VMConfig,
+    apply_patch,
+    effective_devices,
+    parse_patch,
+    restart_required,
+)
 
 log = get_logger("volant.vm")
 
@@ -91,6 +149,13 @@ class GetView:
     pass
 
 
+@attrs.frozen
+class PatchConfig:
+    """A PATCH body (decoded JSON); the reply is the new ``VersionedConfig`` as JSON."""
+
+    body: Any
+
+
 # Internal messages -------------------------------------------------------------------
 @attrs.frozen
 class RunnerFailed:
@@ -115,12 +180,34 @@ class VMDeps:
     hostnet: HostNetwork | None
     publish_view: Callable[[str, dict[str, Any] | None], None]
     ready_marker: bytes = BOOT_MARKER
+    #: ``renetwork(vm, mode) -> ip`` (``""`` for none): the manager's IPAM, set by it.
+    renetwork: Callable[[str, NetworkMode], str] = lambda _name, _mode: ""
+    vfio_ownership: VfioOwnership = attrs.field(factory=VfioOwnership)
+    vfio: VfioManager | None = None  # built from VOLANT_SYSFS_ROOT on first use
     timeouts: StopTimeouts = attrs.field(factory=StopTimeouts)
     rng: random.Random = attrs.field(factory=random.Random)
 
 
+    def vfio_manager(self) -> VfioManager:
+        if self.vfio is None:
+            self.vfio = VfioManager(Sysfs(sysfs_root()))
+        return self.vfio
+
+
+#: Stands in for the VM's address when a check must count the command line's length.
+_LONGEST_IP = "255.255.255.255"
+
+
 def vm_run_dir(cfg: Config, name: str) -> Path:
     return cfg.runtime_dir / "vms" / name
+
+
+def vfio_request(config: VMConfig) -> tuple[list[str], list[str]]:
+    """The PCI addresses a config passes through and its allowlist."""
+    devices = effective_devices(config)
+    if devices is None:
+        return [], []
+    return list(devices.pci_passthrough), list(devices.allowlist)
 
 
 def full_cmdline(record: VMRecord) -> str:
@@ -141,6 +228,10 @@ class VMActor(Actor[Any]):
         self._adopted: VMMHandle | None = None
         self._running_since: float | None = None
         self._destroyed = False
+        self.config: VersionedConfig | None = None
+        #: The config the current (or last) instance booted with.
+        self.booted: VMConfig | None = None
+        self._save_lock = trio.Lock()
 
     # -- helpers ------------------------------------------------------------------------
     @property
@@ -151,20 +242,63 @@ class VMActor(Actor[Any]):
     def console_log(self) -> Path:
         return self.run_dir / "console.log"
 
+    @property
+    def config_store(self) -> ConfigStore:
+        return ConfigStore(self.deps.store, self.record.name)
+
+    def _restart_required(self) -> bool:
+        r = self.record
+        if self.config is None or (r.vmm is None and self.runner is None):
+            return False
+        if r.config_version == self.config.version:
+            return False
+        if self.booted is None:
+            return True
+        return restart_required(self.booted, self.config.config)
+
     def view(self) -> dict[str, Any]:
         serial = self.record.vmm.serial_socket if self.record.vmm else str(
             self.run_dir / "serial.sock")
-        return record_view(self.record, serial, str(self.console_log))
+        return record_view(
+            self.record, serial, str(self.console_log),
+            current_config_version=self.config.version if self.config is not None else None,
+            restart_required=self._restart_required())
 
     async def _save(self, **changes: Any) -> None:
-        """Persist, then publish the new view. A failed write leaves memory unchanged."""
-        updated = attrs.evolve(self.record, updated_at=utc_now(), **changes)
-        await trio.to_thread.run_sync(
-            self.deps.store.write, f"vms/{updated.name}/state.json", VM_CODEC,
-            record_to_doc(updated),
-        )
-        self.record = updated
+        """Persist, then publish the new view. A failed write leaves memory unchanged.
+
+        Serialised by a lock: a VFIO binding actor records original drivers from the
+        runner's task while this actor may be saving too; no update may be lost.
+        """
+        async with self._save_lock:
+            updated = attrs.evolve(self.record, updated_at=utc_now(), **changes)
+            await trio.to_thread.run_sync(
+                self.deps.store.write, f"vms/{updated.name}/state.json", VM_CODEC,
+                record_to_doc(updated),
+            )
+            self.record = updated
         self.deps.publish_view(updated.name, self.view())
+
+    async def _load_config(self) -> None:
+        store = self.config_store
+        booted_version = self.record.config_version
+
+        def load() -> tuple[VersionedConfig | None, VMConfig | None]:
+            current = store.load()
+            if current is None or current.version == booted_version:
+                return current, current.config if current is not None else None
+            try:
+                old = store.get_version(booted_version)
+            except VolantError:
+                old = None
+            return current, old.config if old is not None else None
+
+        try:
+            self.config, self.booted = await trio.to_thread.run_sync(load)
+        except Exception as exc:  # an unreadable config must not crash-loop the actor
+            log.warning("vm config unreadable; booting from the record", vm=self.record.name,
+                        error=repr(exc))
+            self.config = self.booted = None
 
     def _event(self, type_: str, message: str = "", **extra: Any) -> None:
         r = self.record
@@ -176,6 +310,7 @@ class VMActor(Actor[Any]):
 
     # -- lifecycle ------------------------------------------------------------------------
     async def on_start(self) -> None:
+        await self._load_config()
         self.deps.publish_view(self.record.name, self.view())
         r = self.record
         if r.desired == "running":
@@ -217,17 +352,70 @@ class VMActor(Actor[Any]):
         await self._save(status=VMStatus.STARTING)
         self._event("VM_STARTING", "launching vmm")
         try:
+            await self._apply_config()
+        except VolantError as exc:
+            # A config the host cannot honour does not heal by retrying: no restart loop.
+            await self._save(status=VMStatus.FAILED, desired="stopped", vmm=None,
+                             last_exit=exc.message)
+            self._event("VM_FAILED", f"cannot start with config version "
+                        f"{self.config.version if self.config else '?'}: {exc.message}")
+            return
+        try:
             await self._prepare_media()
-        except OSError as exc:
+        except (OSError, VolantError) as exc:
             await self._fail_start(f"cannot prepare disks: {exc}")
             return
         await self._start_runner()
+
+    async def _check_config(self, config: VMConfig) -> None:
+        """Everything a launch with ``config`` would refuse, without side effects."""
+        r = self.record
+        mode = network_mode_of(config)
+        launch_fields(self.deps.cfg, r.name, config, mode=mode,
+                      ip=_LONGEST_IP if mode.needs_ip else "",
+                      rootfs=bool(r.root_disk_source), policy=r.restart_policy)
+        addresses, allowlist = vfio_request(config)
+        if addresses:
+            deps = self.deps
+            await trio.to_thread.run_sync(check_assignment, deps.vfio_manager(),
+                                          deps.vfio_ownership, r.name, addresses, allowlist)
+
+    async def _apply_config(self) -> None:
+        """Derive this boot's parameters from the current config and record its version."""
+        if self.config is None:
+            return  # a VM from before configs existed: its record holds everything
+        versioned = self.config
+        config = versioned.config
+        r = self.record
+        await self._check_config(config)
+        mode = network_mode_of(config)
+        changes: dict[str, Any] = {}
+        ip = r.ip_address
+        if mode.value != r.network_mode or mode.needs_ip != bool(ip):
+            ip = self.deps.renetwork(r.name, mode)
+            changes.update(ip_address=ip, mac_address=derive_mac(r.name, ip or None),
+                           tap=tap_name(r.name) if mode.needs_tap else "")
+        changes.update(launch_fields(self.deps.cfg, r.name, config, mode=mode, ip=ip,
+                                     rootfs=bool(r.root_disk_source), policy=r.restart_policy))
+        await self._save(config_version=versioned.version, **changes)
+        self.booted = config
 
     async def _prepare_media(self) -> None:
         r = self.record
         await trio.to_thread.run_sync(lambda: self.run_dir.mkdir(parents=True, exist_ok=True))
         if r.root_disk and r.root_disk_source:
             await trio.to_thread.run_sync(copy_once, Path(r.root_disk_source), Path(r.root_disk))
+        config = self.booted
+        merged = (merge_cloud_init(config.manifest.cloud_init, config.cloud_init)
+                  if config is not None else None)
+        docs = seed_documents(merged, r.id, r.name)
+        seed = seed_path(self.run_dir)
+        if docs is None:
+            await trio.to_thread.run_sync(remove_seed, seed)
+            return
+        _, rebuilt = await trio.to_thread.run_sync(ensure_seed, seed, docs)
+        if rebuilt:
+            log.info("cloud-init seed built", vm=r.name, path=str(seed), mode=docs.seed_mode)
 
     def _spec(self) -> LaunchSpec:
         r = self.record
@@ -237,7 +425,16 @@ class VMActor(Actor[Any]):
         for index, disk in enumerate(r.extra_disks):
             disks.append(DiskSpec(path=Path(disk["path"]), readonly=bool(disk.get("readonly")),
                                   id=f"disk{index}"))
+        seed = seed_path(self.run_dir)
+        if seed.is_file():  # removed at launch when the config has no cloud-init
+            disks.append(DiskSpec(path=seed, readonly=True, id="seed"))
+        addresses = self._vfio_addresses()
+        vfio_paths = (tuple(self.deps.vfio_manager().device_paths(addresses))
+                      if addresses else ())
         mode = parse_mode(r.network_mode)
+        log.info("launch spec", vm=r.name, config_version=r.config_version,
+                 disks=[{"id": d.id, "path": str(d.path), "readonly": d.readonly}
+                        for d in disks], vfio_devices=list(vfio_paths))
         return LaunchSpec(
             name=r.name,
             instance_id=self.deps.lifecycle.instance_id,
@@ -252,8 +449,33 @@ class VMActor(Actor[Any]):
             tap=r.tap or None if mode.needs_tap else None,
             mac=r.mac_address or None,
             vsock_cid=r.vsock_cid if not mode.needs_tap else None,
+            vfio_devices=vfio_paths,
             accel=self.deps.cfg.accel,
         )
+
+    def _vfio_addresses(self) -> list[str]:
+        config = self.booted or (self.config.config if self.config is not None else None)
+        return vfio_request(config)[0] if config is not None else []
+
+    async def _record_vfio_original(self, address: str, driver: str | None) -> None:
+        """Persist a device's original driver before it is touched (binding actor callback)."""
+        await self._save(vfio_originals={**self.record.vfio_originals, address: driver})
+
+    def _vfio_child(self, address: str, addresses: list[str], allowlist: list[str]
+                    ) -> ChildSpec:
+        deps = self.deps
+        name = self.record.name
+        others = [a for a in addresses if a != address]
+
+        def make() -> VfioBindingActor:
+            recorded = self.record.vfio_originals
+            return VfioBindingActor(
+                name, address, manager=deps.vfio_manager(), ownership=deps.vfio_ownership,
+                lifecycle=deps.lifecycle, record_original=self._record_vfio_original,
+                recorded_original=recorded.get(normalize_address(address), NOT_RECORDED),
+                allowlist=allowlist, passed_with=others, events=deps.events)
+
+        return ChildSpec(f"vfio:{address}", make, Restart.PERMANENT, shutdown_timeout=30.0)
 
     def _take_adopted(self) -> VMMHandle | None:
         handle, self._adopted = self._adopted, None
@@ -270,6 +492,10 @@ class VMActor(Actor[Any]):
             children.append(ChildSpec(
                 "tap", lambda: TapActor(r.name, r.tap, hostnet, deps.events, deps.lifecycle),
                 Restart.PERMANENT, shutdown_timeout=10.0))
+        config = self.booted or (self.config.config if self.config is not None else None)
+        addresses, allowlist = vfio_request(config) if config is not None else ([], [])
+        for address in addresses:
+            children.append(self._vfio_child(address, addresses, allowlist))
         # Only a real guest has an agent; the hollow stand-in must never cause traffic
         # to a guest address (it has no guest, and the address may not be local).
         has_agent = getattr(deps.launcher, "kind", "") != "hollow"
@@ -313,6 +539,9 @@ class VMActor(Actor[Any]):
         await done.wait()
         if not self.deps.lifecycle.detaching:
             await self._sweep_leftovers()
+            if self.record.vfio_originals and not self.deps.vfio_ownership.devices_of(
+                    self.record.name):
+                await self._save(vfio_originals={})  # every device was given back
 
     async def _sweep_leftovers(self) -> None:
         """Measure, then act: nothing of a stopped runner may survive it.
@@ -339,6 +568,8 @@ class VMActor(Actor[Any]):
         match msg:
             case GetView():
                 return self.view()
+            case PatchConfig(body):
+                return await self._patch_config(body)
             case Start():
                 return await self._user_start()
             case Stop():
@@ -374,10 +605,37 @@ class VMActor(Actor[Any]):
                 return None  # stale report from a replaced runner
         return None
 
+    async def _patch_config(self, body: Any) -> dict[str, Any]:
+        """Validate the whole patched config, then write version n+1 (nothing on error)."""
+        patch = parse_patch(body)
+        if patch.is_empty():
+            raise ValidationError("patch: no fields given", field="patch")
+        if self.config is None:
+            raise ConflictError(f"vm {self.record.name} has no config to patch")
+        patched = apply_patch(self.config.config, patch)
+        reject_path_documents(merge_cloud_init(patched.manifest.cloud_init, patched.cloud_init))
+        r = self.record
+        mode = network_mode_of(patched)
+        launch_fields(self.deps.cfg, r.name, patched, mode=mode,
+                      ip=_LONGEST_IP if mode.needs_ip else "",
+                      rootfs=bool(r.root_disk_source), policy=r.restart_policy)
+        updated = await trio.to_thread.run_sync(self.config_store.update, patched)
+        self.config = updated
+        spec = patched.restart_policy
+        policy = attrs.evolve(r.restart_policy, name=RestartPolicyName(spec.name),
+                              max_retries=spec.max_retries)
+        await self._save(restart_policy=policy)  # not a boot parameter: effective now
+        self._event("VM_CONFIG_UPDATED", f"config version {updated.version}",
+                    config_version=updated.version,
+                    restart_required=self._restart_required())
+        return updated.to_json()
+
     async def _user_start(self) -> dict[str, Any]:
         r = self.record
         if r.status in (VMStatus.RUNNING, VMStatus.STARTING) and self.runner is not None:
             raise ConflictError(f"vm {r.name} is already {r.status.value}")
+        if self.config is not None:
+            await self._check_config(self.config.config)  # a bad device is the caller's 4xx
         if self.runner is not None:
             await self._stop_runner()
         await self._save(desired="running", consecutive_failures=0)

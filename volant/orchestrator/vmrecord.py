@@ -4,6 +4,13 @@ The record is written by the VM's own actor only (one writer per file). It
 holds everything recovery needs: identity of the VMM process (pid, start time,
 marker), network identity (IP, MAC, tap, CID), the restart policy and counters,
 and what the operator asked for (``desired``: running or stopped).
+
+``config_version`` is the version of ``config.toml`` the VM last booted with.
+``vfio_originals`` maps each passed-through PCI address to the driver it had
+before it was bound to vfio-pci (``None``: it had none); it is written *before*
+a device is touched and cleared once the device is given back, so recovery can
+always restore the host's driver. Both have defaults, so records written before
+they existed still load (no schema bump).
 """
 
 from __future__ import annotations
@@ -123,6 +130,7 @@ class VMRecord:
     created_at: str = ""
     updated_at: str = ""
     ready_timeout: float = 180.0
+    vfio_originals: dict[str, str | None] = attrs.field(factory=dict)
 
     @property
     def pid(self) -> int | None:
@@ -146,8 +154,14 @@ def record_from_doc(doc: dict[str, Any]) -> VMRecord:
     return record
 
 
-def record_view(record: VMRecord, serial_socket: str, console_log: str) -> dict[str, Any]:
-    """The API's VM object: upstream's fields first, then ours."""
+def record_view(record: VMRecord, serial_socket: str, console_log: str, *,
+                current_config_version: int | None = None,
+                restart_required: bool = False) -> dict[str, Any]:
+    """The API's VM object: upstream's fields first, then ours.
+
+    ``config_version`` is the version the VM booted with; ``current_config_version``
+    the latest one; ``restart_required`` whether the running instance is behind it.
+    """
     return {
         "id": record.id,
         "name": record.name,
@@ -171,6 +185,10 @@ def record_view(record: VMRecord, serial_socket: str, console_log: str) -> dict[
         "deployment": record.deployment or None,
         "desired_state": record.desired,
         "config_version": record.config_version,
+        "current_config_version": (current_config_version if current_config_version
+                                   is not None else record.config_version),
+        "restart_required": restart_required,
+        "pci_devices": sorted(record.vfio_originals),
         "console_log": console_log,
         "last_exit": record.last_exit or None,
         "hypervisor": record.vmm.kind if record.vmm is not None else None,

@@ -9,21 +9,41 @@ Resolution, highest precedence first:
 - guest's API endpoint: ``config.api`` > ``api_host``/``api_port`` > the advertise address;
 - network mode: ``config.network.mode`` > manifest ``network.mode`` > bridged.
 Every type problem is a 400 naming the field; nothing is persisted on any error.
+
+The result also carries the VM's first :class:`~volant.vmconfig.VMConfig`
+(version 1 of ``config.toml``): the resolved values plus the request's optional
+``config`` sections (``cloud_init``, ``devices``, ``network``, ``metadata``,
+``expose``, ``kernel_override``), each checked by ``volant.vmconfig``'s rules.
+
+:func:`launch_fields` turns a config into the record fields a boot uses (CPU,
+memory, command line, ``volant.*`` boot args, runtime, restart policy). The
+manager uses it at create and the VM actor before *every* launch, so a patched
+config takes effect at the next start.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
 import attrs
 
+from volant.cloudinit import merge_cloud_init, reject_path_documents
+from volant.config import Config
 from volant.errors import UnprocessableError, ValidationError
-from volant.manifest import Manifest
+from volant.manifest import Manifest, encode_for_cmdline, manifest_to_dict
 from volant.names import validate_name
 from volant.network.modes import NetworkMode, parse_mode
-from volant.orchestrator.vmrecord import RestartPolicy
+from volant.orchestrator.vmrecord import RestartPolicy, RestartPolicyName
+from volant.vmconfig import VMConfig, effective_network, parse_config
 
+BASE_CMDLINE = ("console=ttyS0 reboot=t panic=1 quiet loglevel=1 i8042.noaux i8042.nokbd "
+                "pci=lastbus=0")
+CMDLINE_LIMIT = 2048
+#: Optional sections of a create request's ``config`` that go into the VM's config as given.
+CONFIG_PASSTHROUGH = ("kernel_override", "devices", "metadata", "expose", "cloud_init",
+                      "network")
 DEFAULT_CPU = 2
 DEFAULT_MEMORY_MB = 2048
 MAX_EXTRA_CMDLINE = 1024
@@ -59,6 +79,7 @@ class Resolved:
     api_host: str
     api_port: int | None
     network_mode: NetworkMode
+    config: VMConfig
 
 
 def _str(body: dict[str, Any], key: str, where: str = "") -> str:
@@ -146,18 +167,97 @@ def resolve(request: CreateRequest, manifest: Manifest) -> Resolved:
         raise UnprocessableError(
             f"runtime {runtime!r} does not match plugin {manifest.name}'s runtime "
             f"{manifest.runtime!r}", field="runtime")
-    network_cfg = request.config.get("network") or {}
-    mode_text = network_cfg.get("mode") if isinstance(network_cfg, dict) else None
-    if not mode_text and manifest.network is not None:
-        mode_text = manifest.network.mode
+    cpu = request.cpu_cores or manifest.resources.cpu_cores or DEFAULT_CPU
+    memory = request.memory_mb or manifest.resources.memory_mb or DEFAULT_MEMORY_MB
+    body: dict[str, Any] = {
+        "plugin": manifest.name,
+        "runtime": runtime,
+        "kernel_cmdline": request.kernel_cmdline,
+        "resources": {"cpu_cores": cpu, "memory_mb": memory},
+        "api": {"host": request.api_host, "port": request.api_port},
+        "manifest": manifest_to_dict(manifest),
+        "restart_policy": request.restart_policy.to_json(),
+    }
+    body.update({key: request.config[key] for key in CONFIG_PASSTHROUGH
+                 if request.config.get(key) is not None})
+    config = parse_config(body)
+    # Path documents cannot be resolved here (volar does it at install time): refuse them
+    # now, with the field named, instead of failing the boot later.
+    reject_path_documents(merge_cloud_init(manifest.cloud_init, config.cloud_init))
+    network = effective_network(config)
     return Resolved(
         request=request,
         manifest=manifest,
         runtime=runtime,
-        cpu_cores=request.cpu_cores or manifest.resources.cpu_cores or DEFAULT_CPU,
-        memory_mb=request.memory_mb or manifest.resources.memory_mb or DEFAULT_MEMORY_MB,
+        cpu_cores=cpu,
+        memory_mb=memory,
         kernel_extra=request.kernel_cmdline,
         api_host=request.api_host,
         api_port=request.api_port,
-        network_mode=parse_mode(mode_text),
+        network_mode=parse_mode(network.mode if network is not None else None),
+        config=config,
     )
+
+
+def network_mode_of(config: VMConfig) -> NetworkMode:
+    """The config's network mode (its own ``network``, else the manifest's, else bridged)."""
+    network = effective_network(config)
+    return parse_mode(network.mode if network is not None else None)
+
+
+def launch_fields(cfg: Config, name: str, config: VMConfig, *, mode: NetworkMode, ip: str,
+                  rootfs: bool, policy: RestartPolicy | None = None) -> dict[str, Any]:
+    """The record fields a boot derives from ``config`` (422 if the manifest cannot fit)."""
+    net = ipaddress.IPv4Network(cfg.subnet)
+    ip_arg = ip if mode.ip_on_cmdline else ""
+    base = f"{BASE_CMDLINE} ip={ip_arg}::{cfg.host_ip}:{net.netmask}:{name}:eth0:off"
+    if config.kernel_cmdline:
+        base = f"{base} {config.kernel_cmdline}"
+    api_host = config.api.host or advertise_host(cfg.api_advertise, cfg.listen_host,
+                                                 cfg.host_ip)
+    api_port = config.api.port or advertise_port(cfg.api_advertise, cfg.listen_port)
+    boot_args = {
+        "volant.runtime": config.runtime,
+        "volant.plugin": config.manifest.name,
+        "volant.api_host": api_host,
+        "volant.api_port": str(api_port),
+        "volant.boot": "rootfs" if rootfs else "initramfs",
+    }
+    if rootfs:
+        boot_args["volant.rootfs_device"] = "vda"
+        boot_args["volant.rootfs_fstype"] = "ext4"
+    budget = CMDLINE_LIMIT - 1 - len(base) - sum(len(k) + len(v) + 2
+                                                 for k, v in boot_args.items())
+    budget -= len("volant.manifest=") + 1
+    boot_args["volant.manifest"] = encode_for_cmdline(config.manifest, budget=budget)
+    spec = config.restart_policy
+    base_policy = policy if policy is not None else RestartPolicy()
+    return {
+        "runtime": config.runtime,
+        "cpu_cores": config.resources.cpu_cores,
+        "memory_mb": config.resources.memory_mb,
+        "network_mode": mode.value,
+        "kernel_cmdline": base,
+        "boot_args": boot_args,
+        "restart_policy": attrs.evolve(base_policy, name=RestartPolicyName(spec.name),
+                                       max_retries=spec.max_retries),
+    }
+
+
+def advertise_host(advertise: str, listen_host: str, host_ip: str) -> str:
+    if advertise:
+        return advertise.rsplit(":", 1)[0]
+    try:
+        addr = ipaddress.ip_address(listen_host)
+        if not (addr.is_loopback or addr.is_unspecified):
+            return listen_host
+    except ValueError:
+        if listen_host not in ("localhost", ""):
+            return listen_host
+    return host_ip
+
+
+def advertise_port(advertise: str, listen_port: int) -> int:
+    if advertise:
+        return int(advertise.rsplit(":", 1)[1])
+    return listen_port

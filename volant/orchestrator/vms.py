@@ -18,7 +18,6 @@ thousand VMs never waits on a thousand mailboxes.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
 import signal
@@ -28,14 +27,15 @@ import attrs
 import trio
 
 from volant.actors import Actor, Backoff, ChildSpec, DynamicSupervisor, Restart
-from volant.errors import ConflictError, NotFoundError
+from volant.errors import ConflictError, NotFoundError, VolantError
 from volant.logging import get_logger
-from volant.manifest import Manifest, encode_for_cmdline
 from volant.network import dhcp, links
 from volant.network.ipam import IPAM, derive_mac
+from volant.network.modes import NetworkMode
 from volant.network.tapname import is_our_tap, tap_name
 from volant.orchestrator.events import utc_now
-from volant.orchestrator.vm import Destroy, VMActor, VMDeps, vm_run_dir
+from volant.orchestrator.vfio import check_assignment, recover_vfio
+from volant.orchestrator.vm import Destroy, VMActor, VMDeps, vfio_request, vm_run_dir
 from volant.orchestrator.vmrecord import (
     VM_CODEC,
     VMRecord,
@@ -43,15 +43,11 @@ from volant.orchestrator.vmrecord import (
     record_from_doc,
     record_to_doc,
 )
-from volant.orchestrator.vmrequest import Resolved
+from volant.orchestrator.vmrequest import Resolved, launch_fields
 from volant.runtime.base import find_marked_processes, read_start_time
-from volant.store import SnapshotCodec
+from volant.vmconfig import ConfigStore
 
 log = get_logger("volant.vms")
-
-CONFIG_CODEC = SnapshotCodec("vm-config", 1)
-BASE_CMDLINE = ("console=ttyS0 reboot=t panic=1 quiet loglevel=1 i8042.noaux i8042.nokbd "
-                "pci=lastbus=0")
 
 
 @attrs.frozen
@@ -89,6 +85,7 @@ class VMManager(Actor[Any]):
         self.destroying: set[str] = set()
         self.next_id = 1
         deps.publish_view = self._publish_view
+        deps.renetwork = self.renetwork
         if deps.hostnet is not None:
             deps.hostnet.lease_lookup = self.lease_for_mac
 
@@ -120,6 +117,7 @@ class VMManager(Actor[Any]):
         self.next_id = max((r.id for r in records), default=0) + 1
         await self._sweep_processes(by_name)
         await self._sweep_taps(by_name)
+        await self._recover_vfio(records)
         for record in records:
             if record.status is VMStatus.DESTROYING:
                 await self._finish_destroy(record.name)
@@ -133,6 +131,7 @@ class VMManager(Actor[Any]):
         for proc in marked:
             record = records.get(proc.vm_name)
             if record is not None and record.vmm is not None and (
+                    record.status is not VMStatus.DESTROYING) and (
                     record.vmm.pid, record.vmm.start_time) == (proc.pid, proc.start_time):
                 continue  # the VM actor adopts it
             if read_start_time(proc.pid) != proc.start_time:
@@ -144,6 +143,25 @@ class VMManager(Actor[Any]):
             self.deps.events.publish(
                 "ORPHAN_VMM_KILLED", proc.vm_name, pid=proc.pid,
                 message="vmm carrying our marker with no matching record was killed")
+
+    async def _recover_vfio(self, records: list[VMRecord]) -> None:
+        """Rebuild device ownership; give back devices of VMs that are gone (before any
+        binding actor starts, so nothing races with it)."""
+        recorded = {r.name: dict(r.vfio_originals) for r in records if r.vfio_originals}
+        if not recorded:
+            return
+        live = {r.name for r in records if r.status is not VMStatus.DESTROYING}
+        deps = self.deps
+        result = await trio.to_thread.run_sync(recover_vfio, deps.vfio_manager(),
+                                               deps.vfio_ownership, recorded, live)
+        for vm, address in result.released:
+            deps.events.publish("VFIO_RELEASED", vm, pci_address=address,
+                                message=f"{address} given back at startup: its vm is gone")
+        for vm, address, error in result.failed:
+            deps.events.publish("VFIO_RELEASE_FAILED", vm, pci_address=address, message=error)
+        for address, kept, refused in result.conflicts:
+            deps.events.publish("VFIO_CONFLICT", refused, pci_address=address,
+                                message=f"{address} is recorded for {kept} too; {kept} keeps it")
 
     async def _sweep_taps(self, records: dict[str, VMRecord]) -> None:
         hostnet = self.deps.hostnet
@@ -191,16 +209,20 @@ class VMManager(Actor[Any]):
         name = req.name
         if name in self.names:
             raise ConflictError(f"vm {name} already exists", name=name)
-        manifest = res.manifest
+        addresses, allowlist = vfio_request(res.config)
+        if addresses:  # a device that cannot be assigned is the caller's 4xx, not a crash loop
+            await trio.to_thread.run_sync(check_assignment, self.deps.vfio_manager(),
+                                          self.deps.vfio_ownership, name, addresses, allowlist)
+            if name in self.names:  # created while we were reading sysfs
+                raise ConflictError(f"vm {name} already exists", name=name)
         mode = res.network_mode
         ip = str(self.ipam.allocate_ip(name)) if mode.needs_ip else ""
         try:
             cid = self.ipam.allocate_cid(name)
-            record = self._new_record(msg, manifest, ip, cid)
-            config_doc = self._config_doc(record, res)
+            record = self._new_record(msg, ip, cid)
             self.names.add(name)
             try:
-                await trio.to_thread.run_sync(self._persist_new, record, config_doc)
+                await trio.to_thread.run_sync(self._persist_new, record, res)
             except BaseException:
                 self.names.discard(name)
                 raise
@@ -214,71 +236,30 @@ class VMManager(Actor[Any]):
         await self._start_actor(name)
         return self.views.get(name) or {}
 
-    def _new_record(self, msg: CreateVM, manifest: Manifest, ip: str, cid: int) -> VMRecord:
+    def _new_record(self, msg: CreateVM, ip: str, cid: int) -> VMRecord:
         res = msg.resolved
         cfg = self.deps.cfg
         name = res.request.name
-        net = ipaddress.IPv4Network(cfg.subnet)
         mode = res.network_mode
-        ip_arg = ip if mode.ip_on_cmdline else ""
-        base = f"{BASE_CMDLINE} ip={ip_arg}::{cfg.host_ip}:{net.netmask}:{name}:eth0:off"
-        if res.kernel_extra:
-            base = f"{base} {res.kernel_extra}"
-        api_host = res.api_host or _advertise_host(cfg.api_advertise, cfg.listen_host,
-                                                   cfg.host_ip)
-        api_port = res.api_port or _advertise_port(cfg.api_advertise, cfg.listen_port)
-        boot_args = {
-            "volant.runtime": res.runtime,
-            "volant.plugin": manifest.name,
-            "volant.api_host": api_host,
-            "volant.api_port": str(api_port),
-            "volant.boot": "rootfs" if msg.rootfs else "initramfs",
-        }
-        if msg.rootfs:
-            boot_args["volant.rootfs_device"] = "vda"
-            boot_args["volant.rootfs_fstype"] = "ext4"
-        budget = 2048 - 1 - len(base) - sum(len(k) + len(v) + 2 for k, v in boot_args.items())
-        budget -= len("volant.manifest=") + 1
-        boot_args["volant.manifest"] = encode_for_cmdline(manifest, budget=budget)
+        fields = launch_fields(cfg, name, res.config, mode=mode, ip=ip, rootfs=bool(msg.rootfs),
+                               policy=res.request.restart_policy)
         disks_dir = self.deps.store.path_of(f"vms/{name}") / "disks"
         now = utc_now()
         return VMRecord(
-            id=self.next_id, name=name, plugin=manifest.name, runtime=res.runtime,
-            status=VMStatus.PENDING, desired="running", cpu_cores=res.cpu_cores,
-            memory_mb=res.memory_mb, network_mode=mode.value, ip_address=ip,
+            id=self.next_id, name=name, plugin=res.manifest.name,
+            status=VMStatus.PENDING, desired="running", ip_address=ip,
             mac_address=derive_mac(name, ip or None),
             tap=tap_name(name) if mode.needs_tap else "", vsock_cid=cid,
-            kernel_cmdline=base, boot_args=boot_args, kernel=str(cfg.kernel_vmlinux),
+            kernel=str(cfg.kernel_vmlinux),
             initramfs=msg.initramfs, root_disk=str(disks_dir / "root.img") if msg.rootfs else "",
-            root_disk_source=msg.rootfs, extra_disks=(),
-            restart_policy=res.request.restart_policy, deployment=msg.deployment,
-            created_at=now, updated_at=now,
+            root_disk_source=msg.rootfs, extra_disks=(), deployment=msg.deployment,
+            config_version=1, created_at=now, updated_at=now, **fields,
         )
 
-    @staticmethod
-    def _config_doc(record: VMRecord, res: Resolved) -> dict[str, Any]:
-        from volant.manifest import manifest_to_dict
-
-        return {
-            "version": 1,
-            "updated_at": record.created_at,
-            "config": {
-                "plugin": record.plugin,
-                "runtime": record.runtime,
-                "kernel_cmdline": res.kernel_extra,
-                "resources": {"cpu_cores": record.cpu_cores, "memory_mb": record.memory_mb},
-                "api": {"host": record.boot_args["volant.api_host"],
-                        "port": int(record.boot_args["volant.api_port"])},
-                "network": {"mode": record.network_mode},
-                "restart_policy": record.restart_policy.to_json(),
-                "manifest": manifest_to_dict(res.manifest),
-            },
-        }
-
-    def _persist_new(self, record: VMRecord, config_doc: dict[str, Any]) -> None:
+    def _persist_new(self, record: VMRecord, res: Resolved) -> None:
         store = self.deps.store
         try:
-            store.write(f"vms/{record.name}/config.toml", CONFIG_CODEC, config_doc)
+            ConfigStore(store, record.name).create(res.config, now=record.created_at)
             store.write(f"vms/{record.name}/state.json", VM_CODEC, record_to_doc(record))
         except BaseException:
             store.delete_tree(f"vms/{record.name}")
@@ -314,12 +295,46 @@ class VMManager(Actor[Any]):
 
     async def _finish_destroy(self, name: str) -> None:
         """Destroy without a VM actor (recovery of an interrupted destroy)."""
+        await self._release_recorded_devices(name)
         run_dir = vm_run_dir(self.deps.cfg, name)
         await trio.to_thread.run_sync(lambda: shutil.rmtree(run_dir, ignore_errors=True))
         await trio.to_thread.run_sync(self.deps.store.delete_tree, f"vms/{name}")
         self.ipam.release(name)
         self.deps.events.publish("VM_DELETED", name, VMStatus.STOPPED.value,
                                  message="vm deleted")
+
+    async def _release_recorded_devices(self, name: str) -> None:
+        """Give back devices a VM's record still holds (its actor could not do it)."""
+        try:
+            record = await trio.to_thread.run_sync(self._load_record, name)
+        except Exception:
+            return  # no readable record: nothing known to give back
+        deps = self.deps
+        for address, original in sorted(record.vfio_originals.items()):
+            owner = deps.vfio_ownership.owner(address)
+            if owner is not None and owner != name:
+                continue
+            try:
+                await trio.to_thread.run_sync(deps.vfio_manager().release, address, original)
+            except VolantError as exc:
+                log.warning("vfio release failed", vm=name, pci_address=address,
+                            error=exc.message)
+                continue
+            deps.vfio_ownership.release(address, name)
+            deps.events.publish("VFIO_RELEASED", name, pci_address=address,
+                                message=f"{address} returned to {original or 'no driver'}")
+
+    def renetwork(self, name: str, mode: NetworkMode) -> str:
+        """The VM's address for ``mode`` (called by its actor at launch after a mode change).
+
+        Synchronous on purpose: IPAM is only used from the trio thread, so this is atomic.
+        A mode without an address releases the old one; one with keeps or allocates.
+        """
+        if not mode.needs_ip:
+            self.ipam.release_ip(name)
+            return ""
+        current = self.ipam.ip_of(name)
+        return str(current if current is not None else self.ipam.allocate_ip(name))
 
     # -- reads (plain methods, same trio thread) -----------------------------------------
     def get_view(self, name: str) -> dict[str, Any]:
@@ -344,25 +359,6 @@ class VMManager(Actor[Any]):
         for view in self.views.values():
             counts[view["status"]] = counts.get(view["status"], 0) + 1
         return counts
-
-
-def _advertise_host(advertise: str, listen_host: str, host_ip: str) -> str:
-    if advertise:
-        return advertise.rsplit(":", 1)[0]
-    try:
-        addr = ipaddress.ip_address(listen_host)
-        if not (addr.is_loopback or addr.is_unspecified):
-            return listen_host
-    except ValueError:
-        if listen_host not in ("localhost", ""):
-            return listen_host
-    return host_ip
-
-
-def _advertise_port(advertise: str, listen_port: int) -> int:
-    if advertise:
-        return int(advertise.rsplit(":", 1)[1])
-    return listen_port
 
 
 def vm_supervisor() -> DynamicSupervisor:

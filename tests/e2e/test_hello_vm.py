@@ -145,3 +145,19 @@ def test_rootfs_strategy_boots_the_same_way(daemon: tuple[VolantdProcess, str]) 
                             json={"name": "disk"})
         assert greet.json() == {"greeting": "hello, disk"}
         assert client.delete("/api/v1/vms/hello-disk").status_code == 204
+
+
+def test_initramfs_vm_with_a_seed_keeps_its_root(daemon: tuple[VolantdProcess, str]) -> None:
+    """kestrel's auto boot mode must not take the cloud-init seed for a root disk."""
+    proc, _netns = daemon
+    config = {"cloud_init": {"datasource": "NoCloud", "user_data": {
+        "inline": True, "content": "#cloud-config\nhostname: seeded\n"}}}
+    with proc.client(timeout=330) as client:
+        vm = client.post("/api/v1/vms", params=BOOT,
+                         json={"name": "seeded", "plugin": "hello", "config": config})
+        assert vm.status_code == 201, vm.text
+        healthy_agent(client, "seeded")  # it booted from its initramfs and runs the workload
+        info = client.get("/api/v1/vms/seeded/agent/v1/system/info").json()
+        labels = {d.get("label"): d for d in info["block_devices"]}
+        assert "cidata" in labels and labels["cidata"]["fstype"] == "iso9660"
+        assert client.delete("/api/v1/vms/seeded").status_code == 204

@@ -95,6 +95,10 @@ def test_hello_vm_through_volantd(daemon: tuple[VolantdProcess, str]) -> None:
         health = healthy_agent(client, "hello")
         assert health["status"] == "ok" and health["manifest"]["name"] == "hello"
 
+        # The host reaches the guest across the bridge (inside the test's namespace).
+        ping = in_netns(netns, ["ping", "-c", "2", "-W", "5", vm.json()["ip_address"]])
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+
         greet = client.post("/api/v1/vms/hello/actions/hello/greet", json={"name": "e2e"})
         assert greet.status_code == 200 and greet.json() == {"greeting": "hello, e2e"}
 

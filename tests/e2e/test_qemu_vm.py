@@ -112,3 +112,21 @@ def test_qemu_vmm_killed_is_restarted_by_policy(daemon: VolantdProcess, media: B
                            params={"state": "running", "timeout": "240"}).json()
         assert again["pid"] != vm["pid"] and again["restart_count"] == 1
         assert get(client, "tiny-2")["status"] == "running"
+
+
+def test_vsock_mode_without_vhost_vsock_is_refused_up_front(daemon: VolantdProcess,
+                                                            media: BootMedia) -> None:
+    digest = hashlib.sha256(media.initramfs.read_bytes()).hexdigest()
+    manifest = {
+        "schema_version": "1", "name": "sock", "version": "1.0.0", "runtime": "sock",
+        "initramfs": {"url": str(media.initramfs), "checksum": f"sha256:{digest}"},
+        "resources": {"cpu_cores": 1, "memory_mb": 256}, "network": {"mode": "vsock"},
+    }
+    if Path("/dev/vhost-vsock").exists():
+        pytest.fail("this host has /dev/vhost-vsock: the refusal cannot be observed here")
+    with daemon.client() as client:
+        install(client, manifest)
+        response = client.post("/api/v1/vms", json={"name": "sock-1", "plugin": "sock"})
+        assert response.status_code == 422, response.text
+        assert "vhost-vsock" in response.json()["error"]
+        assert client.get("/api/v1/vms").json() == []

@@ -44,7 +44,7 @@ from volant.orchestrator.vmrecord import (
     record_to_doc,
 )
 from volant.orchestrator.vmrequest import Resolved, launch_fields
-from volant.runtime.base import find_marked_processes, read_start_time
+from volant.runtime.base import RuntimeUnsupported, find_marked_processes, read_start_time
 from volant.vmconfig import ConfigStore
 
 log = get_logger("volant.vms")
@@ -216,6 +216,8 @@ class VMManager(Actor[Any]):
             if name in self.names:  # created while we were reading sysfs
                 raise ConflictError(f"vm {name} already exists", name=name)
         mode = res.network_mode
+        if mode is NetworkMode.VSOCK:
+            vsock_unavailable(self.deps.launcher)
         ip = str(self.ipam.allocate_ip(name)) if mode.needs_ip else ""
         try:
             cid = self.ipam.allocate_cid(name)
@@ -359,6 +361,19 @@ class VMManager(Actor[Any]):
         for view in self.views.values():
             counts[view["status"]] = counts.get(view["status"], 0) + 1
         return counts
+
+
+def vsock_unavailable(launcher: Any) -> None:
+    """Refuse vsock mode up front where the VMM cannot provide it (not a crash loop later).
+
+    Cloud Hypervisor does hybrid vsock over a Unix socket; QEMU needs the host's
+    /dev/vhost-vsock; the hollow stand-in pretends.
+    """
+    host = getattr(launcher, "host", None)
+    if getattr(launcher, "kind", "") == "qemu" and host is not None and not host.vhost_vsock:
+        raise RuntimeUnsupported(
+            "network mode vsock needs /dev/vhost-vsock for QEMU (modprobe vhost_vsock) "
+            "or Cloud Hypervisor; use bridged or dhcp on this host", field="network.mode")
 
 
 def vm_supervisor() -> DynamicSupervisor:

@@ -32,6 +32,7 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
     "store": ([], ["--seconds", "0.5"]),
     "vms": ([], ["--vms", "200", "--adopt", "100", "--crashes", "20"]),
     "sse": ([], []),
+    "api_load": ([], ["--seconds", "3", "--vms", "10"]),
     "boot": ([], []),
     "kestrel": ([], []),
 }

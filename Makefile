@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the product and its tests use (QEMU, guest image tools, netlink/NAT tools).
 APT_PACKAGES := qemu-system-x86 busybox-static lz4 kmod e2fsprogs cpio iproute2 nftables gcc \
-	dosfstools mtools xz-utils iputils-ping tmux
+	dosfstools mtools xz-utils iputils-ping tmux wrk
 
 .PHONY: help setup sysdeps venv lint typecheck test test-fast demo demo-down bench fuzz clean
 

@@ -23,6 +23,9 @@ def hypercorn_config(cfg: Config) -> HypercornConfig:
     hc.errorlog = "-"
     hc.loglevel = "WARNING"
     hc.graceful_timeout = 2.0  # open keep-alive and SSE connections get this long
+    # A burst of new connections (hundreds of clients) must queue, not be dropped into
+    # SYN retransmits (1 s, 3 s...): hypercorn's default backlog is 100.
+    hc.backlog = 2048
     hc.keep_alive_timeout = 75.0
     # No read timeout: SSE and websocket clients are legitimately quiet for long periods.
     hc.read_timeout = None

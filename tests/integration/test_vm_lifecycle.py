@@ -274,3 +274,41 @@ def test_orphan_vmm_with_our_marker_is_killed_at_startup(daemon: VolantdProcess,
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_vm_ids_are_never_reused(daemon: VolantdProcess, tmp_path: Path) -> None:
+    with daemon.client() as client:
+        install(client, write_plugin(tmp_path))
+        first = create(client, "id-1", wait=None)
+        second = create(client, "id-2", wait=None)
+        assert second["id"] == first["id"] + 1
+        assert client.delete("/api/v1/vms/id-2").status_code == 204
+    daemon.stop()
+    daemon.start()
+    with daemon.client() as client:
+        third = create(client, "id-3", wait=None)
+        assert third["id"] == second["id"] + 1  # not second's id again
+
+
+def test_destroy_of_a_failed_vm_removes_what_it_left(daemon: VolantdProcess,
+                                                     tmp_path: Path) -> None:
+    """A VM without a runner still gets a sweep on destroy (found by the chaos harness)."""
+    from volant.runtime.process import spawn_detached
+
+    with daemon.client() as client:
+        install(client, write_plugin(tmp_path))
+        vm = create(client, "gone", restart_policy={"name": "no"})
+        kill(vm["pid"])
+        wait_status(client, "gone", "crashed")
+        # A VMM of this VM that survived somewhere (e.g. from before a volantd restart).
+        from volant.runtime import instance_id_for
+
+        marker = f"{instance_id_for(daemon.base_dir / 'state')}:gone"
+        stray = spawn_detached(["sleep", "300"], marker=marker, log_path=tmp_path / "s.log")
+        try:
+            assert client.delete("/api/v1/vms/gone").status_code == 204
+            stray.wait(10)
+        finally:
+            if stray.poll() is None:
+                stray.kill()
+                stray.wait()

@@ -658,7 +658,12 @@ class VMActor(Actor[Any]):
     async def _destroy(self) -> dict[str, Any]:
         self.generation += 1
         await self._save(desired="stopped", status=VMStatus.DESTROYING)
+        had_runner = self.runner is not None
         await self._stop_runner()
+        if not had_runner:
+            # A VM without a runner (failed, crashed, stopped) can still own a tap or a
+            # VMM left from before a volantd restart; destroy must leave nothing.
+            await self._sweep_leftovers()
         name = self.record.name
         await trio.to_thread.run_sync(
             lambda: shutil.rmtree(self.run_dir, ignore_errors=True))

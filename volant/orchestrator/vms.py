@@ -45,9 +45,13 @@ from volant.orchestrator.vmrecord import (
 )
 from volant.orchestrator.vmrequest import Resolved, launch_fields
 from volant.runtime.base import RuntimeUnsupported, find_marked_processes, read_start_time
+from volant.store import SnapshotCodec
 from volant.vmconfig import ConfigStore
 
 log = get_logger("volant.vms")
+
+#: ``vms.json``: the highest VM id ever handed out, so ids are never reused.
+IDS_CODEC = SnapshotCodec("vm-ids", 1)
 
 
 @attrs.frozen
@@ -114,7 +118,10 @@ class VMManager(Actor[Any]):
             events.publish("IPAM_CONFLICT", conflict.vm_name,
                            message=f"{conflict.field} {conflict.value}: {conflict.reason}")
         by_name = {r.name: r for r in records}
-        self.next_id = max((r.id for r in records), default=0) + 1
+        # Ids are never reused, even after the newest VM was destroyed: clients (and the
+        # chaos harness) key restart counters and caches by id.
+        meta = await trio.to_thread.run_sync(store.read, "vms.json", IDS_CODEC) or {}
+        self.next_id = max([r.id for r in records] + [int(meta.get("last_id", 0))]) + 1
         await self._sweep_processes(by_name)
         await self._sweep_taps(by_name)
         await self._recover_vfio(records)
@@ -260,6 +267,7 @@ class VMManager(Actor[Any]):
 
     def _persist_new(self, record: VMRecord, res: Resolved) -> None:
         store = self.deps.store
+        store.write("vms.json", IDS_CODEC, {"last_id": record.id})  # before the id is used
         try:
             ConfigStore(store, record.name).create(res.config, now=record.created_at)
             store.write(f"vms/{record.name}/state.json", VM_CODEC, record_to_doc(record))

@@ -62,3 +62,18 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr
     finally:
         first.stop()
+
+
+def test_keep_alive_survives_answers_that_ignore_the_body(tmp_path: Path) -> None:
+    """An early error answer must not leave the connection waiting for the unread body."""
+    daemon = VolantdProcess(tmp_path).start()
+    try:
+        with httpx.Client(base_url=daemon.url, timeout=3) as client:
+            for _ in range(20):
+                assert client.post("/api/v1/plugins/nope/enabled",
+                                   json={"enabled": True}).status_code == 404
+                assert client.post("/api/v1/vms/x/actions/demo/nope",
+                                   content=b"[1]").status_code == 404
+                assert client.get("/healthz").status_code == 200
+    finally:
+        daemon.close()

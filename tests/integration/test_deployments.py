@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.daemon_process import VolantdProcess, running_daemon
-from tests.vmtools import events, install, kill, pid_alive, write_plugin
+from tests.vmtools import events, install, kill, pid_alive, wait_event, write_plugin
 
 
 def _cleanup(proc: VolantdProcess) -> None:
@@ -170,8 +170,10 @@ def test_rolling_update_replaces_all_then_stops_on_an_unhealthy_replica(
         assert sorted(v2) == ["roll-1", "roll-2", "roll-3"]
         assert {vm["cpu_cores"] for vm in v2.values()} == {2}
         assert all(v2[n]["pid"] != v1[n]["pid"] for n in v2)
+        # Events become visible once durable (a few ms after the state change).
+        wait_event(client, "roll", "DEPLOYMENT_ROLLOUT_COMPLETED")
         types = [e["type"] for e in events(client, "roll")]
-        assert "DEPLOYMENT_ROLLOUT_STARTED" in types and "DEPLOYMENT_ROLLOUT_COMPLETED" in types
+        assert "DEPLOYMENT_ROLLOUT_STARTED" in types
         assert types.count("DEPLOYMENT_ROLLOUT_PROGRESS") == 3
 
         bad = {**good, "kernel_cmdline": "hollow.crash_after=0.2"}

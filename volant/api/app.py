@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 
+import trio
 from quart import Response, g, request
 from quart_trio import QuartTrio
 
@@ -34,6 +36,21 @@ def create_app(ctx: ApiContext) -> QuartTrio:
     @app.after_request
     async def _echo_request_id(response: Response) -> Response:
         response.headers["X-Request-Id"] = getattr(g, "request_id", "")
+        return response
+
+    @app.after_request
+    async def _drain_request_body(response: Response) -> Response:
+        """Read what the handler left unread before answering.
+
+        A handler that fails early (an unknown plugin, say) answers without touching the
+        body; hypercorn then left the keep-alive connection waiting for it, and the
+        client's next request on that connection hung (seen as 5 s read timeouts on
+        every other request). Bodies are bounded by MAX_CONTENT_LENGTH.
+        """
+        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            # Exceptions: already streamed away (agent proxy), or too large.
+            with trio.move_on_after(5), contextlib.suppress(Exception):
+                await request.get_data()
         return response
 
     install_error_handlers(app)

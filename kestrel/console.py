@@ -68,7 +68,8 @@ def init_start_from_kmsg(kmsg: Path, message: str = INIT_MESSAGE) -> float | Non
 class Timeline:
     """Milestones in guest uptime; ``kernel`` is 0 by definition."""
 
-    ORDER = ("kernel", "init", "kestrel", "network", "api", "workload_started", "workload_healthy")
+    ORDER = ("kernel", "init", "python", "kestrel", "network", "api", "workload_started",
+             "workload_healthy")
 
     def __init__(self, proc: Path) -> None:
         self.proc = proc

@@ -15,7 +15,7 @@ import time
 import traceback
 
 from kestrel.config import AgentConfig, ConfigError, load_config
-from kestrel.console import Timeline, echo, init_start_from_kmsg
+from kestrel.console import Timeline, echo, init_start_from_kmsg, uptime
 
 
 def configure_network(config: AgentConfig) -> str | None:
@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         echo(f"kestrel: {exc}")
         return 2
+    # When the interpreter had started and imported us (before mounts and modules), so
+    # the timeline separates Python's start from PID 1's own setup work.
+    python_up = uptime(config.proc)
     if config.pid1:
         from kestrel.pid1 import stage1
 
@@ -103,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     timeline = Timeline(config.proc)
     if config.pid1:
         timeline.mark("init", init_start_from_kmsg(config.dev / "kmsg"))
+        if python_up is not None:
+            timeline.mark("python", python_up)
         set_clock_from_cmdline(config)
     timeline.mark("kestrel")
     echo(f"kestrel: starting (pid {os.getpid()}, {'stage 2' if config.stage2 else 'stage 1'})")

@@ -34,7 +34,7 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
     "sse": ([], []),
     "api_load": ([], ["--seconds", "3", "--vms", "10"]),
     "boot": ([], []),
-    "kestrel": ([], []),
+    "guest_boot": ([], []),
 }
 
 

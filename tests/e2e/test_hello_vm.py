@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.daemon_process import VolantdProcess, running_daemon
+from tests.tmux import Tmux
 from tests.vmtools import wait_event
 
 pytestmark = pytest.mark.e2e
@@ -165,3 +166,33 @@ def test_initramfs_vm_with_a_seed_keeps_its_root(daemon: tuple[VolantdProcess, s
         labels = {d.get("label"): d for d in info["block_devices"]}
         assert "cidata" in labels and labels["cidata"]["fstype"] == "iso9660"
         assert client.delete("/api/v1/vms/seeded").status_code == 204
+
+
+def test_volar_console_to_the_real_guest(daemon: tuple[VolantdProcess, str],
+                                         tmp_path: Path) -> None:
+    """`volar vms console` in a terminal (tmux): the guest's serial output, keystrokes echo.
+
+    The debug shell on ttyS0 is opt-in (`volant.debug_shell=1`); volar runs inside the
+    test's namespace, where volantd's TCP listener is.
+    """
+    proc, netns = daemon
+    with proc.client(timeout=330) as client:
+        vm = client.post("/api/v1/vms", params=BOOT, json={
+            "name": "shell", "plugin": "hello", "kernel_cmdline": "volant.debug_shell=1"})
+        assert vm.status_code == 201, vm.text
+    tmux = Tmux(tmp_path / "tmux.sock")
+    volar = Path(sys.executable).parent / "volar"
+    try:
+        tmux.start(f"ip netns exec {netns} {volar} --api http://127.0.0.1:{proc.port} "
+                   "vms console shell; echo EXIT=$?")
+        tmux.keys("Enter")
+        tmux.wait_for(lambda: "#" in tmux.screen(), "no shell prompt from the guest", 60)
+        tmux.keys("echo guest-$((6*7))", "Enter")
+        tmux.wait_for(lambda: "guest-42" in tmux.screen(), "the guest did not answer", 60)
+        assert "echo guest-$((6*7))" in tmux.screen()  # what we typed came back (echo)
+        tmux.keys("C-]")
+        tmux.wait_for(lambda: "EXIT=0" in tmux.screen(), "Ctrl-] did not end the session")
+    finally:
+        tmux.kill_server()
+        with proc.client(timeout=120) as client:
+            client.delete("/api/v1/vms/shell")

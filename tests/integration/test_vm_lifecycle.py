@@ -171,7 +171,7 @@ def test_graceful_volantd_stop_leaves_vms_running(daemon: VolantdProcess,
         (json.dumps({"name": "ok", "plugin": "demo", "restart_policy": {"name": "sometimes"}}),
          400, "restart_policy"),
         (json.dumps({"name": "ok", "plugin": "demo", "kernel_cmdline": "volant.manifest=x"}),
-         400, "reserved"),
+         400, "is set by volantd"),
     ],
 )
 def test_bad_create_input_is_4xx_and_persists_nothing(daemon: VolantdProcess, tmp_path: Path,

@@ -349,7 +349,10 @@ class VMActor(Actor[Any]):
 
     # -- the runner -----------------------------------------------------------------------
     async def _launch(self) -> None:
-        await self._save(status=VMStatus.STARTING)
+        # Not persisted: "starting" without a VMM identity means nothing to recovery
+        # (desired=running relaunches either way); the launch's identity is saved next.
+        self.record = attrs.evolve(self.record, status=VMStatus.STARTING, updated_at=utc_now())
+        self.deps.publish_view(self.record.name, self.view())
         self._event("VM_STARTING", "launching vmm")
         try:
             await self._apply_config()

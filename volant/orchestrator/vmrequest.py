@@ -47,6 +47,8 @@ CONFIG_PASSTHROUGH = ("kernel_override", "devices", "metadata", "expose", "cloud
 DEFAULT_CPU = 2
 DEFAULT_MEMORY_MB = 2048
 MAX_EXTRA_CMDLINE = 1024
+#: volant.* kernel arguments an operator may set (everything else volantd composes itself).
+USER_VOLANT_KEYS = frozenset({"volant.debug_shell"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TOP_LEVEL = {"name", "plugin", "runtime", "cpu_cores", "memory_mb", "kernel_cmdline",
               "api_host", "api_port", "config", "restart_policy"}
@@ -120,8 +122,12 @@ def _check_cmdline(value: str, field: str) -> str:
         raise ValidationError(f"{field}: longer than {MAX_EXTRA_CMDLINE} characters", field=field)
     if _CONTROL.search(value):
         raise ValidationError(f"{field}: must not contain control characters", field=field)
-    if "volant." in value:
-        raise ValidationError(f"{field}: volant.* keys are reserved for volantd", field=field)
+    for word in value.split():
+        key = word.split("=", 1)[0]
+        if key.startswith("volant.") and key not in USER_VOLANT_KEYS:
+            raise ValidationError(
+                f"{field}: {key} is set by volantd; of the volant.* keys only "
+                f"{', '.join(sorted(USER_VOLANT_KEYS))} may be given", field=field)
     return value
 
 

@@ -267,7 +267,6 @@ class VMManager(Actor[Any]):
 
     def _persist_new(self, record: VMRecord, res: Resolved) -> None:
         store = self.deps.store
-        store.write("vms.json", IDS_CODEC, {"last_id": record.id})  # before the id is used
         try:
             ConfigStore(store, record.name).create(res.config, now=record.created_at)
             store.write(f"vms/{record.name}/state.json", VM_CODEC, record_to_doc(record))
@@ -299,6 +298,10 @@ class VMManager(Actor[Any]):
             self.ipam.release(name)
             self.names.discard(name)
             self.views.pop(name, None)
+            # Only a destroy can make the highest id disappear from the records; remember
+            # it then (not on every create) so ids are never handed out twice.
+            await trio.to_thread.run_sync(self.deps.store.write, "vms.json", IDS_CODEC,
+                                          {"last_id": self.next_id - 1})
         finally:
             self.destroying.discard(name)
             done.set()

@@ -84,7 +84,8 @@ def _address(value: str, what: str) -> str | None:
 def parse_netmask(value: str) -> int:
     """Prefix length from ``255.255.255.0``, ``24`` or ``/24``."""
     text = value.strip().lstrip("/")
-    if text.isdigit():
+    # isascii: str.isdigit() also accepts "²" and other digits int() refuses.
+    if text.isascii() and text.isdigit() and len(text) <= 3:
         prefix = int(text)
         if not 0 <= prefix <= 32:
             raise IpConfigError(f"ip=: netmask prefix /{prefix} is out of range 0-32")

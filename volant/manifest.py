@@ -591,7 +591,10 @@ def _check_media_url(value: str, field: str) -> None:
         _check_http_url(value, field)
     elif lowered.startswith("file://"):
         _single_line(value, field, 4096)
-        parts = urlsplit(value)
+        try:
+            parts = urlsplit(value)
+        except ValueError:  # e.g. "file://[/x": an unbalanced IPv6 host
+            raise _fail(field, f"is not a valid URL: {_short(value)!r}") from None
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
             raise _fail(
                 field, f"file:// URL must name an absolute local path, got {_short(value)!r}"

@@ -238,10 +238,17 @@ def _single_line(value: str, field: str, limit: int) -> str:
     return value
 
 
+#: volant.* kernel arguments an operator may set (everything else volantd composes itself).
+USER_VOLANT_KEYS = frozenset({"volant.debug_shell"})
+
+
 def _check_kernel_cmdline(value: str) -> str:
     _single_line(value, "kernel_cmdline", MAX_EXTRA_CMDLINE)
-    if any(arg.startswith("volant.") for arg in value.split()):
-        raise _rule("kernel_cmdline", "volant.* keys are reserved for volantd")
+    for arg in value.split():
+        key = arg.split("=", 1)[0]
+        if key.startswith("volant.") and key not in USER_VOLANT_KEYS:
+            raise _rule("kernel_cmdline", f"{key} is set by volantd; of the volant.* keys only "
+                        f"{', '.join(sorted(USER_VOLANT_KEYS))} may be given")
     return value
 
 

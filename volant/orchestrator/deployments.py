@@ -110,13 +110,26 @@ def parse_config(value: Any) -> dict[str, Any]:
         raise ValidationError(f"config: unknown field {unknown[0]!r}", field=f"config.{unknown[0]}")
     if "name" in value:
         raise ValidationError("config: must not contain name", field="config.name")
-    return _without_nulls(value)
+    nested = value.get("config")
+    if nested is not None and not isinstance(nested, dict):
+        raise ValidationError("config.config: expected an object", field="config.config")
+    cleaned: dict[str, Any] = _without_nulls(value, "config")
+    return cleaned
 
 
-def _without_nulls(value: dict[str, Any]) -> dict[str, Any]:
-    """TOML has no null: drop them now, so the stored config equals the one compared."""
-    return {key: _without_nulls(item) if isinstance(item, dict) else item
-            for key, item in value.items() if item is not None}
+def _without_nulls(value: Any, where: str) -> Any:
+    """TOML has no null: drop null fields now, so the stored config equals the one compared.
+
+    A null inside a list has no meaning to drop to, so it is refused.
+    """
+    if isinstance(value, dict):
+        return {key: _without_nulls(item, f"{where}.{key}")
+                for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        if any(item is None for item in value):
+            raise ValidationError(f"{where}: null is not allowed inside a list", field=where)
+        return [_without_nulls(item, where) for item in value]
+    return value
 
 
 def create_body(vm_name: str, config: dict[str, Any]) -> dict[str, Any]:

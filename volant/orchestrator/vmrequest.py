@@ -36,7 +36,7 @@ from volant.manifest import Manifest, encode_for_cmdline, manifest_to_dict
 from volant.names import validate_name
 from volant.network.modes import NetworkMode, parse_mode
 from volant.orchestrator.vmrecord import RestartPolicy, RestartPolicyName
-from volant.vmconfig import VMConfig, effective_network, parse_config
+from volant.vmconfig import USER_VOLANT_KEYS, VMConfig, effective_network, parse_config
 
 BASE_CMDLINE = ("console=ttyS0 reboot=t panic=1 quiet loglevel=1 i8042.noaux i8042.nokbd "
                 "pci=lastbus=0")
@@ -47,8 +47,6 @@ CONFIG_PASSTHROUGH = ("kernel_override", "devices", "metadata", "expose", "cloud
 DEFAULT_CPU = 2
 DEFAULT_MEMORY_MB = 2048
 MAX_EXTRA_CMDLINE = 1024
-#: volant.* kernel arguments an operator may set (everything else volantd composes itself).
-USER_VOLANT_KEYS = frozenset({"volant.debug_shell"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TOP_LEVEL = {"name", "plugin", "runtime", "cpu_cores", "memory_mb", "kernel_cmdline",
               "api_host", "api_port", "config", "restart_policy"}

@@ -38,7 +38,6 @@ from fuzz.properties import (
     codec_text,
 )
 from volant.orchestrator.events import Event
-from volant.store import SnapshotEncodeError
 
 BOUNDED = settings(max_examples=200, deadline=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

@@ -50,6 +50,7 @@ from volant.store import (
     StoreReadError,
 )
 from volant.store.snapshot import Format
+from volant.vmconfig import USER_VOLANT_KEYS
 
 # -- manifests and the guest codec -------------------------------------------------------------
 #: Known product bug (reported): ``_check_media_url`` calls ``urlsplit`` unguarded, so a
@@ -321,7 +322,11 @@ def check_create_request(body: Any) -> None:
     assert request.cpu_cores is None or 1 <= request.cpu_cores <= 256
     assert request.memory_mb is None or 16 <= request.memory_mb <= 1024 * 1024
     assert request.api_port is None or 1 <= request.api_port <= 65535
-    assert len(request.kernel_cmdline) <= 1024 and "volant." not in request.kernel_cmdline
+    assert len(request.kernel_cmdline) <= 1024
+    # Only the volant.* keys operators may set get through; volantd composes the rest.
+    assert all(not word.split("=", 1)[0].startswith("volant.")
+               or word.split("=", 1)[0] in USER_VOLANT_KEYS
+               for word in request.kernel_cmdline.split())
     assert isinstance(request.config, dict)
     try:
         resolved = resolve(request, FUZZ_MANIFEST)

@@ -339,10 +339,16 @@ def console(
     name: str,
     escape: Annotated[str, typer.Option(
         help="Key that ends the session, as ^X notation.")] = "^]",
+    socket: Annotated[str | None, typer.Option(
+        "--socket", help="Attach to this local serial socket directly (upstream's flag; "
+                         "only on the daemon's host) instead of the API websocket.")] = None,
 ) -> None:
     """Attach to a VM's serial console through the API (Ctrl-] leaves)."""
     from volant.cli import websocket  # trio + trio-websocket: loaded only when needed
 
+    if socket:
+        websocket.run_socket_console(socket, websocket.parse_escape(escape))
+        return
     s = session(ctx)
     websocket.run_console(s.client, name, websocket.parse_escape(escape))
 

@@ -114,6 +114,49 @@ async def _console(client: ApiClient, name: str, escape: bytes) -> None:
         raise closed[0]
 
 
+def run_socket_console(path: str, escape: bytes) -> None:
+    """Upstream's ``vms console --socket``: attach to a local serial socket directly.
+
+    Only works on the daemon's host (the socket is a local file); the API websocket is the
+    default because it works from anywhere and goes through volantd's auth.
+    """
+    trio.run(_socket_console, path, escape)
+
+
+async def _socket_console(path: str, escape: bytes) -> None:
+    in_fd, out_fd = sys.stdin.fileno(), sys.stdout.fileno()
+    try:
+        stream = await trio.open_unix_socket(path)
+    except OSError as exc:
+        raise CliError(f"cannot open serial socket {path}: {exc.strerror or exc}") from None
+    key = "Ctrl-" + chr(escape[0] ^ 0x40) if escape[0] < 0x20 else escape.decode()
+    print(f"volar: connected to {path}; {key} to leave\r", file=sys.stderr, flush=True)
+    async with stream:
+        with raw_mode(in_fd):
+            async with trio.open_nursery() as nursery:
+
+                async def guest_to_terminal() -> None:
+                    while data := await stream.receive_some(4096):
+                        await trio.to_thread.run_sync(_write_all, out_fd, data)
+                    nursery.cancel_scope.cancel()
+
+                async def terminal_to_guest() -> None:
+                    while True:
+                        data = await trio.to_thread.run_sync(os.read, in_fd, 4096,
+                                                             abandon_on_cancel=True)
+                        cut = data.find(escape) if data else 0
+                        if cut > 0:
+                            await stream.send_all(data[:cut])
+                        if not data or cut >= 0:
+                            break
+                        await stream.send_all(data)
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(guest_to_terminal)
+                nursery.start_soon(terminal_to_guest)
+    print("\r\nvolar: console closed", file=sys.stderr, flush=True)
+
+
 async def _guest_to_terminal(ws: WebSocketConnection, name: str, out_fd: int,
                              closed: list[CliError | None], scope: trio.CancelScope) -> None:
     try:

@@ -128,6 +128,24 @@ def test_console_in_a_terminal(daemon: VolantdProcess, vm: str, tmux: Tmux) -> N
     assert "Traceback" not in tmux.screen()
 
 
+def test_console_on_the_local_serial_socket(daemon: VolantdProcess, vm: str,
+                                            tmux: Tmux) -> None:
+    """Upstream's `vms console --socket PATH`: straight to the serial socket, no API."""
+    with daemon.client() as client:
+        serial = client.get(f"/api/v1/vms/{vm}").json()["serial_socket"]
+    command = " ".join(shlex.quote(part) for part in
+                       [*VOLAR, "--api", "http://127.0.0.1:9", "vms", "console", vm,
+                        "--socket", serial])
+    tmux.start(f"{command}; echo EXIT=$?")
+    tmux.wait_for(lambda: f"hollow-vmm console for {vm}" in tmux.screen(),
+                  "no console banner from the socket")
+    tmux.keys("straight-456", "Enter")
+    tmux.wait_for(lambda: "straight-456" in tmux.screen(), "keystrokes not echoed")
+    tmux.keys("C-]")
+    tmux.wait_for(lambda: "EXIT=0" in tmux.screen(), "Ctrl-] did not end the session")
+    assert "Traceback" not in tmux.screen()
+
+
 OPENAPI = {
     "openapi": "3.0.3",
     "info": {"title": "demo workload", "version": "1"},

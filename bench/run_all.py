@@ -107,7 +107,8 @@ def main() -> None:
             row["date"] = when
         fresh.extend(rows)
     ran = {row["bench"] for row in fresh}
-    rows = [r for r in old_rows() if r.get("bench") not in ran] + fresh
+    rows = [r for r in old_rows() if r.get("bench") not in ran and r.get("bench") in SUITE]
+    rows += fresh
     rows.sort(key=lambda r: (list(SUITE).index(r["bench"]) if r["bench"] in SUITE else 99))
     out = BENCH / "results" / f"{when}.json"
     out.parent.mkdir(exist_ok=True)

@@ -228,6 +228,7 @@ class VMActor(Actor[Any]):
         self._adopted: VMMHandle | None = None
         self._running_since: float | None = None
         self._destroyed = False
+        self._start_settled = True  # no runner started yet: nothing to sweep
         self.config: VersionedConfig | None = None
         #: The config the current (or last) instance booted with.
         self.booted: VMConfig | None = None
@@ -487,6 +488,7 @@ class VMActor(Actor[Any]):
     async def _start_runner(self) -> None:
         self.generation += 1
         generation = self.generation
+        self._start_settled = False
         deps = self.deps
         r = self.record
         children: list[ChildSpec] = []
@@ -541,7 +543,11 @@ class VMActor(Actor[Any]):
         runner.request_stop()
         await done.wait()
         if not self.deps.lifecycle.detaching:
-            await self._sweep_leftovers()
+            if not self._start_settled:
+                # Only a stop that landed before the runner reported its VMM can leave a
+                # half-made tap or an unreported VMM; a /proc scan is too dear to do on
+                # every crash with a thousand VMs.
+                await self._sweep_leftovers()
             if self.record.vfio_originals and not self.deps.vfio_ownership.devices_of(
                     self.record.name):
                 await self._save(vfio_originals={})  # every device was given back
@@ -583,9 +589,11 @@ class VMActor(Actor[Any]):
             case Destroy():
                 return await self._destroy()
             case VmmLaunched(gen, identity) if gen == self.generation:
+                self._start_settled = True
                 await self._save(vmm=identity, status=VMStatus.STARTING)
                 self._event("VM_STARTING", "vmm launched, waiting for boot")
             case VmmAdopted(gen, identity) if gen == self.generation:
+                self._start_settled = True
                 if self.record.vmm != identity or self.record.status is not VMStatus.RUNNING:
                     await self._save(vmm=identity, status=VMStatus.RUNNING)
                 self._running_since = trio.current_time()
@@ -687,15 +695,14 @@ class VMActor(Actor[Any]):
                   if self._running_since is not None else 0.0)
         policy = self.record.restart_policy
         failures = 0 if uptime >= policy.reset_after else self.record.consecutive_failures
-        # Report first (crash detection latency is what operators see), clean up after.
-        if clean:
-            await self._save(status=VMStatus.STOPPED, vmm=None, last_exit=reason,
-                             consecutive_failures=failures)
-            self._event("VM_STOPPED", reason)
-        else:
-            await self._save(status=VMStatus.CRASHED, vmm=None, last_exit=reason,
-                             consecutive_failures=failures)
-            self._event("VM_CRASHED", reason)
+        # Report first (crash detection latency is what operators see), then persist and
+        # clean up. Should volantd die between the two, recovery finds the VMM gone and
+        # reports the crash again: a duplicate report, never a lost one.
+        status = VMStatus.STOPPED if clean else VMStatus.CRASHED
+        self.record = attrs.evolve(self.record, status=status, vmm=None, last_exit=reason,
+                                   consecutive_failures=failures, updated_at=utc_now())
+        self._event("VM_STOPPED" if clean else "VM_CRASHED", reason)
+        await self._save()
         await self._stop_runner()
         await self._apply_policy(clean=clean)
 

@@ -68,6 +68,26 @@ class Config:
         return int(self.api_listen.rsplit(":", 1)[1])
 
     @property
+    def advertise_host(self) -> str:
+        """Where guests and clients reach the API: ``api_advertise``, else the listen host
+        if routable, else the bridge's host IP (upstream's rule)."""
+        if self.api_advertise:
+            return self.api_advertise.rsplit(":", 1)[0]
+        host = self.listen_host
+        try:
+            addr = ipaddress.ip_address(host)
+            routable = not (addr.is_loopback or addr.is_unspecified)
+        except ValueError:
+            routable = host not in ("localhost", "")
+        return host if routable else self.host_ip
+
+    @property
+    def advertise_port(self) -> int:
+        if self.api_advertise:
+            return int(self.api_advertise.rsplit(":", 1)[1])
+        return self.listen_port
+
+    @property
     def effective_log_dir(self) -> Path:
         return self.log_dir if str(self.log_dir) not in ("", ".") else self.state_dir / "logs"
 

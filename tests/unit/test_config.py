@@ -89,3 +89,17 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
 def test_hypervisor_accepts_a_binary_path() -> None:
     cfg = load_config(environ={"VOLANT_HYPERVISOR": "/opt/ch/cloud-hypervisor"})
     assert cfg.hypervisor == "/opt/ch/cloud-hypervisor"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "192.168.127.1:7777"),  # loopback listen: guests use the bridge address
+        ({"VOLANT_API_LISTEN": "0.0.0.0:8000"}, "192.168.127.1:8000"),
+        ({"VOLANT_API_LISTEN": "10.1.2.3:7000"}, "10.1.2.3:7000"),
+        ({"VOLANT_API_ADVERTISE": "api.example:443"}, "api.example:443"),
+    ],
+)
+def test_advertise_address_follows_upstreams_rule(env: dict[str, str], expected: str) -> None:
+    cfg = load_config(environ=env)
+    assert f"{cfg.advertise_host}:{cfg.advertise_port}" == expected

@@ -51,9 +51,7 @@ async def healthz() -> Response:
 async def system_info() -> Response:
     ctx = _ctx()
     cfg = ctx.config
-    advertise = cfg.api_advertise or _derived_advertise(
-        cfg.listen_host, cfg.listen_port, cfg.host_ip
-    )
+    advertise = f"{cfg.advertise_host}:{cfg.advertise_port}"
     return jsonify(
         {
             "status": "ok",
@@ -66,18 +64,6 @@ async def system_info() -> Response:
             "hypervisor": cfg.hypervisor,
         }
     )
-
-
-def _derived_advertise(host: str, port: int, host_ip: str) -> str:
-    """Upstream rule: the listen host if routable, else the bridge's host IP."""
-    import ipaddress
-
-    try:
-        addr = ipaddress.ip_address(host)
-        routable = not (addr.is_loopback or addr.is_unspecified)
-    except ValueError:
-        routable = host not in ("localhost", "")
-    return f"{host if routable else host_ip}:{port}"
 
 
 # -- host usage ---------------------------------------------------------------------------

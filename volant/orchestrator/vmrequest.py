@@ -217,9 +217,8 @@ def launch_fields(cfg: Config, name: str, config: VMConfig, *, mode: NetworkMode
     base = f"{BASE_CMDLINE} ip={ip_arg}::{cfg.host_ip}:{net.netmask}:{name}:eth0:off"
     if config.kernel_cmdline:
         base = f"{base} {config.kernel_cmdline}"
-    api_host = config.api.host or advertise_host(cfg.api_advertise, cfg.listen_host,
-                                                 cfg.host_ip)
-    api_port = config.api.port or advertise_port(cfg.api_advertise, cfg.listen_port)
+    api_host = config.api.host or cfg.advertise_host
+    api_port = config.api.port or cfg.advertise_port
     boot_args = {
         "volant.runtime": config.runtime,
         "volant.plugin": config.manifest.name,
@@ -246,22 +245,3 @@ def launch_fields(cfg: Config, name: str, config: VMConfig, *, mode: NetworkMode
         "restart_policy": attrs.evolve(base_policy, name=RestartPolicyName(spec.name),
                                        max_retries=spec.max_retries),
     }
-
-
-def advertise_host(advertise: str, listen_host: str, host_ip: str) -> str:
-    if advertise:
-        return advertise.rsplit(":", 1)[0]
-    try:
-        addr = ipaddress.ip_address(listen_host)
-        if not (addr.is_loopback or addr.is_unspecified):
-            return listen_host
-    except ValueError:
-        if listen_host not in ("localhost", ""):
-            return listen_host
-    return host_ip
-
-
-def advertise_port(advertise: str, listen_port: int) -> int:
-    if advertise:
-        return int(advertise.rsplit(":", 1)[1])
-    return listen_port

@@ -78,6 +78,7 @@ class Tree:
         self.plugins: PluginRegistry | None = None
         self.vm_supervisor: DynamicSupervisor | None = None
         self.vm_manager: VMManager | None = None
+        self.vm_deps: VMDeps | None = None
         self.deployment_supervisor: DynamicSupervisor | None = None
         self.deployment_manager: DeploymentManager | None = None
         self.root: Supervisor | None = None
@@ -109,12 +110,20 @@ class Tree:
         assert self.events is not None and self.vm_supervisor is not None
         kind = getattr(self.launcher, "kind", "")
         marker = HOLLOW_BOOT_MARKER.encode() if kind == "hollow" else BOOT_MARKER
-        deps = VMDeps(
-            cfg=self.cfg, store=self.store, events=self.events, launcher=self.launcher,
-            lifecycle=self.lifecycle, hostnet=self.hostnet, publish_view=lambda _n, _v: None,
-            ready_marker=marker, vfio_ownership=self.vfio_ownership,
-        )
-        self.vm_manager = VMManager(deps, self.vm_supervisor, None)
+        # One VMDeps for the daemon's life: a restarted manager finds the VM actors of
+        # the still-running VM supervisor holding this same object, so the hooks it sets
+        # (publish_view, renetwork) reach them too.
+        if self.vm_deps is None:
+            self.vm_deps = VMDeps(
+                cfg=self.cfg, store=self.store, events=self.events, launcher=self.launcher,
+                lifecycle=self.lifecycle, hostnet=self.hostnet,
+                publish_view=lambda _n, _v: None, ready_marker=marker,
+                vfio_ownership=self.vfio_ownership,
+            )
+        else:
+            self.vm_deps.events = self.events
+            self.vm_deps.hostnet = self.hostnet
+        self.vm_manager = VMManager(self.vm_deps, self.vm_supervisor, None)
         return self.vm_manager
 
     def make_deployment_supervisor(self) -> DynamicSupervisor:

@@ -18,6 +18,7 @@ thousand VMs never waits on a thousand mailboxes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -35,7 +36,7 @@ from volant.network.modes import NetworkMode
 from volant.network.tapname import is_our_tap, tap_name
 from volant.orchestrator.events import utc_now
 from volant.orchestrator.vfio import check_assignment, recover_vfio
-from volant.orchestrator.vm import Destroy, VMActor, VMDeps, vfio_request, vm_run_dir
+from volant.orchestrator.vm import Destroy, GetView, VMActor, VMDeps, vfio_request, vm_run_dir
 from volant.orchestrator.vmrecord import (
     VM_CODEC,
     VMRecord,
@@ -126,6 +127,14 @@ class VMManager(Actor[Any]):
         await self._sweep_taps(by_name)
         await self._recover_vfio(records)
         for record in records:
+            if record.name in self.supervisor:
+                # This manager restarted while the VM supervisor kept running: the VM's
+                # actor (and its VMM) live on; take over its view instead of a new actor.
+                self.names.add(record.name)
+                with contextlib.suppress(VolantError):
+                    view = await self.supervisor.ref(record.name).call(GetView(), timeout=10)
+                    self.views[record.name] = view
+                continue
             if record.status is VMStatus.DESTROYING:
                 await self._finish_destroy(record.name)
                 continue

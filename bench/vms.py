@@ -145,7 +145,11 @@ def main() -> None:
             client.close()
         finally:
             daemon.stop()
-            for pid in pids:
+            # Every VMM of this daemon, including ones restarted after the list was read.
+            from volant.runtime import find_marked_processes, instance_id_for
+
+            leftovers = [p.pid for p in find_marked_processes(instance_id_for(base / "state"))]
+            for pid in {*pids, *leftovers}:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
     emit(rows, args.json)

@@ -225,7 +225,8 @@ class _WrongType(TypeError):
     """A JSON value of the wrong type; the message is shown to the user."""
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
+    """The JSON name of a decoded value's type, for error messages."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -243,20 +244,20 @@ def _json_type(value: object) -> str:
 
 def _structure_str(value: object, _: type) -> str:
     if not isinstance(value, str):
-        raise _WrongType(f"expected a string, got {_json_type(value)}")
+        raise _WrongType(f"expected a string, got {json_type(value)}")
     return value
 
 
 def _structure_int(value: object, _: type) -> int:
     # bool is an int in Python but not in JSON; floats like 2.0 are not integers either.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _WrongType(f"expected an integer, got {_json_type(value)}")
+        raise _WrongType(f"expected an integer, got {json_type(value)}")
     return value
 
 
 def _structure_bool(value: object, _: type) -> bool:
     if not isinstance(value, bool):
-        raise _WrongType(f"expected a boolean, got {_json_type(value)}")
+        raise _WrongType(f"expected a boolean, got {json_type(value)}")
     return value
 
 
@@ -273,7 +274,7 @@ def _guarded(expected: type, label: str, inner: _Hook, null: Any = None) -> _Hoo
         if value is None and null is not None:
             return null()
         if not isinstance(value, expected):
-            raise _WrongType(f"expected {label}, got {_json_type(value)}")
+            raise _WrongType(f"expected {label}, got {json_type(value)}")
         return inner(value, target)
 
     return hook
@@ -386,13 +387,13 @@ def parse_manifest(data: Any) -> Manifest:
     """Build a valid, normalised manifest from decoded JSON, or raise a 4xx error."""
     if not isinstance(data, dict):
         raise ValidationError(
-            f"manifest: expected a JSON object, got {_json_type(data)}", field="manifest"
+            f"manifest: expected a JSON object, got {json_type(data)}", field="manifest"
         )
     body = dict(data)
     schema_ref = body.pop("$schema", None)
     if schema_ref is not None and not isinstance(schema_ref, str):
         raise ValidationError(
-            f"$schema: expected a string, got {_json_type(schema_ref)}", field="$schema"
+            f"$schema: expected a string, got {json_type(schema_ref)}", field="$schema"
         )
     try:
         manifest = _converter.structure(body, Manifest)

@@ -76,6 +76,7 @@ from volant.manifest import (
     Manifest,
     Network,
     Rootfs,
+    json_type,
     manifest_to_dict,
     parse_manifest,
 )
@@ -177,25 +178,9 @@ class VMConfig:
 # ------------------------------------------------------------------ field helpers
 
 
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
 def _bad_type(field: str, expected: str, value: object) -> ValidationError:
     return ValidationError(
-        f"{field}: expected {expected}, got {_json_type(value)}", field=field
+        f"{field}: expected {expected}, got {json_type(value)}", field=field
     )
 
 

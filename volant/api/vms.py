@@ -192,17 +192,22 @@ async def _vm_call(name: str, msg: Any) -> Any:
     return await ref.call(msg, timeout=LONG_CALL)
 
 
+async def _call_then_wait(name: str, msg: Any) -> dict[str, Any]:
+    """Send ``msg`` to the VM, then honour ``?wait=STATE&timeout=S`` if given."""
+    wait_state, wait_timeout = _wait_args()
+    view: dict[str, Any] = await _vm_call(name, msg)
+    if wait_state:
+        view = await _wait_for(name, wait_state, wait_timeout)
+    return view
+
+
 @blueprint.post("/api/v1/vms/<name>/start")
 @spec.api_doc(summary="Start a stopped VM", tags=["vm"], operation_id="startVM",
               parameters=[spec.query_param("wait", spec.enum(list(WAITABLE))),
                           spec.query_param("timeout", spec.INTEGER)],
               responses={200: spec.VM, 404: spec.ERROR, 408: spec.ERROR, 409: spec.ERROR})
 async def start_vm(name: str) -> Response:
-    wait_state, wait_timeout = _wait_args()
-    view = await _vm_call(name, Start())
-    if wait_state:
-        view = await _wait_for(name, wait_state, wait_timeout)
-    return jsonify(view)
+    return jsonify(await _call_then_wait(name, Start()))
 
 
 @blueprint.post("/api/v1/vms/<name>/stop")
@@ -218,11 +223,7 @@ async def stop_vm(name: str) -> Response:
                           spec.query_param("timeout", spec.INTEGER)],
               responses={200: spec.VM, 404: spec.ERROR, 408: spec.ERROR, 409: spec.ERROR})
 async def restart_vm(name: str) -> Response:
-    wait_state, wait_timeout = _wait_args()
-    view = await _vm_call(name, RestartVM())
-    if wait_state:
-        view = await _wait_for(name, wait_state, wait_timeout)
-    return jsonify(view)
+    return jsonify(await _call_then_wait(name, RestartVM()))
 
 
 @blueprint.get("/api/v1/vms/<name>/wait")

@@ -39,7 +39,7 @@ from volant.runtime.base import (
     remove_stale,
 )
 from volant.runtime.process import launch_process
-from volant.runtime.qmp import QMPError, qmp_command
+from volant.runtime.qmp import request_powerdown
 
 KIND = "hollow"
 HOLLOW_BOOT_MARKER = "hollow-vmm: boot complete"
@@ -213,14 +213,8 @@ class HollowLauncher:
         return adopt_identity(identity, KIND)
 
     async def request_shutdown(self, handle: VMMHandle) -> bool:
-        try:
-            await qmp_command(
-                handle.identity.control_socket, "system_powerdown", timeout=self._control_timeout
-            )
-        except QMPError as exc:
-            _log.info("hollow_powerdown_failed", pid=handle.pid, error=str(exc))
-            return False
-        return True
+        return await request_powerdown(handle.identity.control_socket, handle.pid,
+                                       self._control_timeout)
 
     def cleanup(self, identity: VMMIdentity) -> None:
         remove_stale(identity.serial_socket, identity.control_socket)

@@ -35,7 +35,7 @@ from volant.runtime.base import (
     remove_stale,
 )
 from volant.runtime.process import launch_process, log_tail
-from volant.runtime.qmp import QMPError, qmp_command
+from volant.runtime.qmp import QMPError, qmp_command, request_powerdown
 
 KIND = "qemu"
 ACCELS = ("auto", "kvm", "tcg")
@@ -290,14 +290,8 @@ class QemuLauncher:
 
     async def request_shutdown(self, handle: VMMHandle) -> bool:
         """ACPI power button via QMP ``system_powerdown``; the guest decides what to do."""
-        try:
-            await qmp_command(
-                handle.identity.control_socket, "system_powerdown", timeout=self._control_timeout
-            )
-        except QMPError as exc:
-            _log.info("qemu_powerdown_failed", pid=handle.pid, error=str(exc))
-            return False
-        return True
+        return await request_powerdown(handle.identity.control_socket, handle.pid,
+                                       self._control_timeout)
 
     async def quit(self, handle: VMMHandle) -> bool:
         """QMP ``quit``: QEMU exits at once (the guest gets no say, like pulling the plug)."""

@@ -17,6 +17,7 @@ from typing import Any
 import trio
 
 from volant.errors import UpstreamError
+from volant.logging import get_logger
 
 MAX_LINE = 1 << 20
 
@@ -149,3 +150,16 @@ async def qmp_command(
     """Connect, run one command, disconnect. Timeouts surface as QMPError."""
     async with await QMPClient.connect(path, timeout) as client:
         return await client.execute(command, arguments)
+
+
+async def request_powerdown(control_socket: str, pid: int, timeout: float) -> bool:
+    """ACPI power button via QMP ``system_powerdown`` (QEMU, and the hollow stand-in).
+
+    Returns whether the request was delivered; the guest decides what to do with it.
+    """
+    try:
+        await qmp_command(control_socket, "system_powerdown", timeout=timeout)
+    except QMPError as exc:
+        get_logger("volant.runtime.qmp").info("powerdown_failed", pid=pid, error=str(exc))
+        return False
+    return True

@@ -136,6 +136,14 @@ def ensure_dir(path: Path, *, mode: int = 0o700) -> None:
         )
 
 
+def _sync_parent(path: Path) -> None:
+    """Make a removal durable: fsync the directory that held ``path``."""
+    try:
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise storage_error(exc, path, "sync directory of") from exc
+
+
 def remove_file(path: Path) -> bool:
     """Remove ``path`` if present and fsync its directory; returns whether it existed."""
     try:
@@ -144,10 +152,7 @@ def remove_file(path: Path) -> bool:
         return False
     except OSError as exc:
         raise storage_error(exc, path, "remove") from exc
-    try:
-        fsync_dir(path.parent)
-    except OSError as exc:
-        raise storage_error(exc, path, "sync directory of") from exc
+    _sync_parent(path)
     return True
 
 
@@ -164,8 +169,5 @@ def remove_tree(path: Path) -> bool:
         return False
     except OSError as exc:
         raise storage_error(exc, path, "remove") from exc
-    try:
-        fsync_dir(path.parent)
-    except OSError as exc:
-        raise storage_error(exc, path, "sync directory of") from exc
+    _sync_parent(path)
     return True

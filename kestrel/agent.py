@@ -21,6 +21,7 @@ from kestrel.console import Timeline, echo
 from kestrel.health import HealthMonitor
 from kestrel.httpserver import HttpServer
 from kestrel.logring import LogRing
+from kestrel.seed import SeedMount
 from kestrel.workload import Workload, WorkloadSpec
 
 VSOCK_PORT = 8080
@@ -42,6 +43,7 @@ class Agent:
         self.health: HealthMonitor | None = None
         self.started = time.monotonic()
         self.shutdown_reason: str | None = None
+        self.seed = SeedMount(config)
         self.server = HttpServer(AgentApi(self).handle)
         self._stop: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []

@@ -136,7 +136,8 @@ class AgentApi:
             return await self.openapi(req)
         from kestrel.sysinfo import system_info
 
-        return json_response(system_info(self.agent.config))
+        info = await asyncio.to_thread(system_info, self.agent.config, self.agent.seed)
+        return json_response(info)
 
     def healthz(self) -> dict[str, Any]:
         agent = self.agent

@@ -1,4 +1,4 @@
-"""``GET /v1/system/info``: kernel, uptime, addresses, block devices."""
+"""``GET /v1/system/info``: kernel, uptime, addresses, block devices, cloud-init seed."""
 
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ from kestrel.blockdev import list_block_devices
 from kestrel.config import AgentConfig
 from kestrel.console import uptime
 from kestrel.netconfig import interface_addresses
+from kestrel.seed import SeedMount
 
 
-def system_info(config: AgentConfig) -> dict[str, Any]:
+def system_info(config: AgentConfig, seed: SeedMount | None = None) -> dict[str, Any]:
+    """Blocking (reads devices, may mount the seed): call it from a worker thread."""
     uname = os.uname()
+    devices = list_block_devices(config.sys, config.dev)
+    seed = seed or SeedMount(config)
     return {
         "hostname": socket.gethostname(),
         "kernel": {"release": uname.release, "version": uname.version, "machine": uname.machine},
@@ -30,8 +34,9 @@ def system_info(config: AgentConfig) -> dict[str, Any]:
                 "fstype": device.filesystem.type,
                 "label": device.filesystem.label,
             }
-            for device in list_block_devices(config.sys, config.dev)
+            for device in devices
         ],
+        "cloud_init": seed.describe(devices),
         "cmdline": {k: v for k, v in config.cmdline.items() if k not in _SECRET_KEYS},
     }
 

@@ -8,6 +8,7 @@ workload crash and restart, and a stop that powers the guest off through its age
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -153,10 +154,12 @@ def test_rootfs_strategy_boots_the_same_way(daemon: tuple[VolantdProcess, str]) 
 
 
 def test_initramfs_vm_with_a_seed_keeps_its_root(daemon: tuple[VolantdProcess, str]) -> None:
-    """kestrel's auto boot mode must not take the cloud-init seed for a root disk."""
+    """kestrel's auto boot mode must not take the cloud-init seed for a root disk; it
+    mounts the seed read-only beside the root, and the user-data in the guest is ours."""
     proc, _netns = daemon
+    user_data = "#cloud-config\nhostname: seeded\nruncmd: [echo seeded]\n"
     config = {"cloud_init": {"datasource": "NoCloud", "user_data": {
-        "inline": True, "content": "#cloud-config\nhostname: seeded\n"}}}
+        "inline": True, "content": user_data}}}
     with proc.client(timeout=330) as client:
         vm = client.post("/api/v1/vms", params=BOOT,
                          json={"name": "seeded", "plugin": "hello", "config": config})
@@ -165,6 +168,11 @@ def test_initramfs_vm_with_a_seed_keeps_its_root(daemon: tuple[VolantdProcess, s
         info = client.get("/api/v1/vms/seeded/agent/v1/system/info").json()
         labels = {d.get("label"): d for d in info["block_devices"]}
         assert "cidata" in labels and labels["cidata"]["fstype"] == "iso9660"
+        seed = info["cloud_init"]
+        assert seed["device"] == labels["cidata"]["path"] and seed["error"] is None, seed
+        documents = seed["documents"]
+        assert documents["user-data"]["sha256"] == hashlib.sha256(user_data.encode()).hexdigest()
+        assert "meta-data" in documents
         assert client.delete("/api/v1/vms/seeded").status_code == 204
 
 

@@ -295,6 +295,7 @@ def test_system_info_structure(start_agent: Callable[..., RunningAgent], tmp_pat
         }
     ]
     assert isinstance(info["interfaces"], list)
+    assert info["cloud_init"] is None  # no seed disk
     assert info["cmdline"] == {"console": "ttyS0", "volant.plugin": "hello"}  # key hidden
 
 

@@ -35,7 +35,7 @@ from volant.network.ipam import IPAM, derive_mac
 from volant.network.modes import NetworkMode
 from volant.network.tapname import is_our_tap, tap_name
 from volant.orchestrator.events import utc_now
-from volant.orchestrator.vfio import check_assignment, recover_vfio
+from volant.orchestrator.vfio import VfioLedger, check_assignment, recover_vfio
 from volant.orchestrator.vm import Destroy, GetView, VMActor, VMDeps, vfio_request, vm_run_dir
 from volant.orchestrator.vmrecord import (
     VM_CODEC,
@@ -161,15 +161,31 @@ class VMManager(Actor[Any]):
                 message="vmm carrying our marker with no matching record was killed")
 
     async def _recover_vfio(self, records: list[VMRecord]) -> None:
-        """Rebuild device ownership; give back devices of VMs that are gone (before any
-        binding actor starts, so nothing races with it)."""
+        """Rebuild device ownership; give back devices no live record holds, from the
+        records and the VFIO ledger (before any binding actor starts, so nothing races
+        with it; a restarted manager holds the ledger's lock instead)."""
+        deps = self.deps
+        ownership = deps.vfio_ownership
+        ledger = ownership.ledger
+        if ledger is None:  # first start of this daemon: open the ledger
+            ledger = VfioLedger(deps.store)
+            problem = await trio.to_thread.run_sync(ledger.load)
+            ownership.ledger = ledger
+            if problem is not None:
+                deps.events.publish(
+                    "SNAPSHOT_QUARANTINED", problem.relpath,
+                    message=f"{problem.reason} (vfio devices are recovered from the vm "
+                            "records alone)")
         recorded = {r.name: dict(r.vfio_originals) for r in records if r.vfio_originals}
-        if not recorded:
+        if not recorded and not ledger.entries():
             return
         live = {r.name for r in records if r.status is not VMStatus.DESTROYING}
-        deps = self.deps
-        result = await trio.to_thread.run_sync(recover_vfio, deps.vfio_manager(),
-                                               deps.vfio_ownership, recorded, live)
+        async with ledger.lock:
+            result = await trio.to_thread.run_sync(recover_vfio, deps.vfio_manager(),
+                                                   ownership, recorded, live)
+        for vm, address, message in result.mismatches:
+            deps.events.publish("VFIO_LEDGER_MISMATCH", vm, pci_address=address,
+                                message=message)
         for vm, address in result.released:
             deps.events.publish("VFIO_RELEASED", vm, pci_address=address,
                                 message=f"{address} given back at startup: its vm is gone")
@@ -178,6 +194,9 @@ class VMManager(Actor[Any]):
         for address, kept, refused in result.conflicts:
             deps.events.publish("VFIO_CONFLICT", refused, pci_address=address,
                                 message=f"{address} is recorded for {kept} too; {kept} keeps it")
+        if result.ledger_error:
+            deps.events.publish("VFIO_LEDGER_WRITE_FAILED", ledger.relpath,
+                                message=result.ledger_error)
 
     async def _sweep_taps(self, records: dict[str, VMRecord]) -> None:
         hostnet = self.deps.hostnet
@@ -326,13 +345,21 @@ class VMManager(Actor[Any]):
                                  message="vm deleted")
 
     async def _release_recorded_devices(self, name: str) -> None:
-        """Give back devices a VM's record still holds (its actor could not do it)."""
+        """Give back devices a VM still holds (its actor could not do it): those in its
+        record, if readable, and those the VFIO ledger has for it."""
+        deps = self.deps
+        devices: dict[str, str | None] = {}
+        ledger = deps.vfio_ownership.ledger
+        if ledger is not None:
+            devices.update({address: entry.original_driver
+                            for address, entry in ledger.entries().items() if entry.vm == name})
         try:
             record = await trio.to_thread.run_sync(self._load_record, name)
         except Exception:
-            return  # no readable record: nothing known to give back
-        deps = self.deps
-        for address, original in sorted(record.vfio_originals.items()):
+            record = None  # no readable record: the ledger's entries are all we know
+        if record is not None:
+            devices.update(record.vfio_originals)  # the record wins where both know one
+        for address, original in sorted(devices.items()):
             owner = deps.vfio_ownership.owner(address)
             if owner is not None and owner != name:
                 continue
@@ -343,6 +370,12 @@ class VMManager(Actor[Any]):
                             error=exc.message)
                 continue
             deps.vfio_ownership.release(address, name)
+            if ledger is not None:
+                try:
+                    await ledger.remove(address, name)
+                except VolantError as exc:  # released; the next startup drops the entry
+                    log.warning("vfio ledger entry not removed", vm=name,
+                                pci_address=address, error=exc.message)
             deps.events.publish("VFIO_RELEASED", name, pci_address=address,
                                 message=f"{address} returned to {original or 'no driver'}")
 

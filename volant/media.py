@@ -5,7 +5,8 @@ Kernels, initramfs and rootfs images named by a manifest (``http(s)://``,
 ``<state_dir>/cache/media/sha256/<hex>`` and verified. A manifest that names
 a checksum is served from the cache without touching the source again (upstream
 re-downloaded every medium at every boot). A checksum mismatch is a 422 and
-leaves nothing in the cache.
+leaves nothing in the cache. Callers may bound the size (``max_bytes``: the copy
+stops as soon as the source is larger, a 422) and the HTTP timeout.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ from volant.manifest import checksum_hex
 
 log = get_logger("volant.media")
 CHUNK = 1024 * 1024
+HTTP_TIMEOUT = 60.0
+
+
+def _too_large(what: str, source: str, max_bytes: int) -> UnprocessableError:
+    return UnprocessableError(f"{what}: {source} is larger than the limit of {max_bytes} bytes",
+                              field=what)
 
 
 class MediaCache:
@@ -37,8 +44,13 @@ class MediaCache:
     def path_for(self, hex_digest: str) -> Path:
         return self.root / hex_digest
 
-    async def ensure(self, url: str, checksum: str = "", what: str = "medium") -> Path:
-        """Return the cached, verified path of ``url``; fetch it if needed."""
+    async def ensure(self, url: str, checksum: str = "", what: str = "medium", *,
+                     max_bytes: int | None = None, timeout: float = HTTP_TIMEOUT) -> Path:
+        """Return the cached, verified path of ``url``; fetch it if needed.
+
+        ``max_bytes`` bounds the copy; ``timeout`` is httpx's per-operation timeout
+        (connect, each read), not a deadline for the whole transfer.
+        """
         expected = checksum_hex(checksum) if checksum else None
         if expected is not None and self.path_for(expected).is_file():
             return self.path_for(expected)
@@ -48,10 +60,11 @@ class MediaCache:
                 return self.path_for(expected)
             parsed = urlparse(url)
             if parsed.scheme in ("http", "https"):
-                tmp, digest = await self._download(url, what)
+                tmp, digest = await self._download(url, what, max_bytes, timeout)
             else:
                 source = Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(url)
-                tmp, digest = await trio.to_thread.run_sync(self._copy_local, source, what)
+                tmp, digest = await trio.to_thread.run_sync(self._copy_local, source, what,
+                                                            max_bytes)
             if expected is not None and digest != expected:
                 tmp.unlink(missing_ok=True)
                 raise UnprocessableError(
@@ -60,14 +73,19 @@ class MediaCache:
                     field=what,
                 )
             final = self.path_for(digest)
-            await trio.to_thread.run_sync(os.replace, tmp, final)
+            try:
+                await trio.to_thread.run_sync(os.replace, tmp, final)
+            except BaseException:  # cancelled (a superseded fetch): leave no temp file
+                tmp.unlink(missing_ok=True)
+                raise
             return final
 
     def _tempfile(self) -> tuple[int, Path]:
         fd, name = tempfile.mkstemp(dir=self.root, prefix=".fetch-")
         return fd, Path(name)
 
-    def _copy_local(self, source: Path, what: str) -> tuple[Path, str]:
+    def _copy_local(self, source: Path, what: str,
+                    max_bytes: int | None = None) -> tuple[Path, str]:
         if not source.is_absolute():
             raise UnprocessableError(f"{what}: {source} is not an absolute path", field=what)
         try:
@@ -78,9 +96,13 @@ class MediaCache:
             raise UnprocessableError(f"{what}: cannot read {source}: {exc}", field=what) from None
         fd, tmp = self._tempfile()
         sha = hashlib.sha256()
+        copied = 0
         try:
             with src, os.fdopen(fd, "wb") as dst:
                 while chunk := src.read(CHUNK):
+                    copied += len(chunk)
+                    if max_bytes is not None and copied > max_bytes:
+                        raise _too_large(what, str(source), max_bytes)
                     sha.update(chunk)
                     dst.write(chunk)
                 dst.flush()
@@ -90,20 +112,29 @@ class MediaCache:
             raise
         return tmp, sha.hexdigest()
 
-    async def _download(self, url: str, what: str) -> tuple[Path, str]:
+    async def _download(self, url: str, what: str, max_bytes: int | None = None,
+                        timeout: float = HTTP_TIMEOUT) -> tuple[Path, str]:
         fd, tmp = self._tempfile()
         sha = hashlib.sha256()
+        received = 0
         try:
             with os.fdopen(fd, "wb") as dst:
                 async with (
-                    httpx.AsyncClient(timeout=60.0, follow_redirects=True) as client,
+                    httpx.AsyncClient(timeout=timeout, follow_redirects=True) as client,
                     client.stream("GET", url) as response,
                 ):
                     if response.status_code >= 300:
                         raise UpstreamError(
                             f"{what}: GET {url} returned {response.status_code}", field=what
                         )
+                    announced = response.headers.get("content-length", "")
+                    if (max_bytes is not None and announced.isdigit()
+                            and int(announced) > max_bytes):
+                        raise _too_large(what, url, max_bytes)
                     async for chunk in response.aiter_bytes(CHUNK):
+                        received += len(chunk)
+                        if max_bytes is not None and received > max_bytes:
+                            raise _too_large(what, url, max_bytes)
                         sha.update(chunk)
                         await trio.to_thread.run_sync(dst.write, chunk)
                 await trio.to_thread.run_sync(os.fsync, dst.fileno())

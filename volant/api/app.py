@@ -10,7 +10,19 @@ import trio
 from quart import Response, g, request
 from quart_trio import QuartTrio
 
-from volant.api import agent, deployments, events, metrics, openapi, plugins, system, vfio, vms, ws
+from volant.api import (
+    agent,
+    artifacts,
+    deployments,
+    events,
+    metrics,
+    openapi,
+    plugins,
+    system,
+    vfio,
+    vms,
+    ws,
+)
 from volant.api.auth import install_auth
 from volant.api.context import ApiContext
 from volant.api.errors import install_error_handlers
@@ -62,6 +74,7 @@ def create_app(ctx: ApiContext) -> QuartTrio:
     app.register_blueprint(metrics.blueprint)
     app.register_blueprint(openapi.blueprint)
     app.register_blueprint(plugins.blueprint)
+    app.register_blueprint(artifacts.blueprint)
     app.register_blueprint(vms.blueprint)
     app.register_blueprint(deployments.blueprint)
     app.register_blueprint(agent.blueprint)

@@ -1,4 +1,7 @@
-"""Plugin routes (upstream section 1.2): install, list, show, enable/disable, delete."""
+"""Plugin routes (upstream section 1.2): install, list, show, enable/disable, delete.
+
+The artifact routes under ``/api/v1/plugins/<name>/artifacts`` are in ``artifacts.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,12 @@ from quart import Blueprint, Response, jsonify
 
 from volant.api import spec
 from volant.api.common import call, json_body, json_object
-from volant.errors import ConflictError, ValidationError
+from volant.errors import ConflictError, ValidationError, VolantError
+from volant.logging import get_logger
+from volant.orchestrator.artifacts import DropPlugin
 from volant.orchestrator.plugins import Get, Install, ListPlugins, Remove, SetEnabled
+
+log = get_logger("volant.api")
 
 blueprint = Blueprint("plugins", __name__)
 
@@ -52,10 +59,18 @@ async def get_plugin_manifest(name: str) -> Response:
 
 
 @blueprint.delete("/api/v1/plugins/<name>")
-@spec.api_doc(summary="Remove a plugin (effective immediately)", tags=["plugin"],
-              operation_id="deletePlugin", responses={204: None, 404: spec.ERROR})
+@spec.api_doc(summary="Remove a plugin and its artifact records (effective immediately)",
+              tags=["plugin"], operation_id="deletePlugin",
+              responses={204: None, 404: spec.ERROR})
 async def delete_plugin(name: str) -> tuple[str, int]:
     await call("plugins", Remove(name))
+    try:
+        await call("artifacts", DropPlugin(name))
+    except VolantError as exc:
+        # The plugin is gone either way; the artifact registry drops the records of
+        # plugins that are no longer installed when it next starts.
+        log.warning("artifact records of a removed plugin kept for now", plugin=name,
+                    error=exc.message)
     return "", 204
 
 

@@ -1,4 +1,7 @@
-"""``volar plugins ...``: install, list, show, enable/disable and remove manifests."""
+"""``volar plugins ...``: install, list, show, enable/disable and remove manifests.
+
+``volar plugins artifacts ...`` (a plugin's artifacts) lives in ``artifacts.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,13 @@ from typing import Annotated, Any
 
 import typer
 
+from volant.cli import artifacts
 from volant.cli.common import seg
 from volant.cli.session import session
 
 app = typer.Typer(help="Manage plugins (manifests that describe a microVM image).",
                   no_args_is_help=True)
+app.add_typer(artifacts.app, name="artifacts")
 
 
 @app.command("list")

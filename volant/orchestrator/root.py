@@ -8,6 +8,7 @@
     ├── VMManager        recovery in on_start, then create/destroy/IPAM
     ├── DeploymentSupervisor (dynamic) ── Deployment actors (deployments.py)
     ├── DeploymentManager  restarts deployments after VM recovery; serves their views
+    ├── ArtifactRegistry   plugin artifacts, fetched into the media cache (artifacts.py)
     └── API server       opens only after everything before it has started
 
 rest_for_one: a child depends on every child started before it, so when one
@@ -30,6 +31,7 @@ from volant.api.server import serve_api
 from volant.config import Config
 from volant.logging import get_logger
 from volant.media import MediaCache
+from volant.orchestrator.artifacts import ArtifactRegistry
 from volant.orchestrator.deployment_manager import DeploymentManager, deployment_supervisor
 from volant.orchestrator.deployments import DeploymentDeps
 from volant.orchestrator.events import Event, EventBus
@@ -142,6 +144,12 @@ class Tree:
         self.deployment_manager = DeploymentManager(deps, self.deployment_supervisor)
         return self.deployment_manager
 
+    def make_artifacts(self) -> ArtifactRegistry:
+        # Late in the tree on purpose: rest_for_one restarts only what follows a crashed
+        # child, so a crash here never touches the VM actors.
+        assert self.root is not None and self.events is not None
+        return ArtifactRegistry(self.store, self.events, self.media, self.root.ref("plugins"))
+
     def make_api(self) -> ApiServer:
         return ApiServer(self)
 
@@ -150,6 +158,7 @@ class Tree:
         services: dict[str, Any] = {
             "events": self.events,
             "plugins": self.root.ref("plugins"),
+            "artifacts": self.root.ref("artifacts"),
             "vms": self.root.ref("vm-manager"),
             "vm_manager": self.vm_manager,
             "media": self.media,
@@ -239,6 +248,7 @@ class Tree:
                       Restart.PERMANENT, shutdown_timeout=30),
             ChildSpec("deployment-manager", self.make_deployment_manager, Restart.PERMANENT,
                       shutdown_timeout=10),
+            ChildSpec("artifacts", self.make_artifacts, Restart.PERMANENT, shutdown_timeout=5),
             ChildSpec("api", self.make_api, Restart.PERMANENT, shutdown_timeout=10),
         ]
         self.root = Supervisor("root", children, Strategy.REST_FOR_ONE, intensity=3,

@@ -80,7 +80,9 @@ def test_base_argv_under_tcg() -> None:
     assert argv[0] == "qemu-system-x86_64"
     assert option(argv, "-name") == ["guest=inst:vm1"]
     assert option(argv, "-M") == ["microvm,x-option-roms=off,isa-serial=on,rtc=on"]
-    assert option(argv, "-accel") == ["tcg,thread=multi"]
+    assert option(argv, "-accel") == ["tcg,thread=multi"]  # 2 vCPUs: one host thread each
+    one_vcpu = build_argv(spec(cpu_cores=1), TCG_HOST)
+    assert option(one_vcpu, "-accel") == ["tcg,thread=single"]
     assert "-cpu" not in argv
     assert option(argv, "-m") == ["512M"]
     assert option(argv, "-smp") == ["2"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import trio
-from quart import Blueprint, Response, jsonify, request
+from quart import Blueprint, Response, current_app, jsonify, request
 
 from volant.api import spec
 from volant.api.common import context, json_object, query_int, service
@@ -53,6 +53,44 @@ MAX_HISTORY_LIMIT = 1000
 
 class WaitTimeout(VolantError):
     status = 408
+
+
+class ViewJsonCache:
+    """Each published VM view serialised once, not once per GET.
+
+    A VM actor publishes a new dict whenever its view changes and never mutates a
+    published one, so the dict's identity tells whether the cached bytes are current.
+    Under a read-heavy load, JSON encoding of the list was the largest single cost.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[dict[str, Any], bytes]] = {}
+
+    def encode(self, view: dict[str, Any]) -> bytes:
+        name = view["name"]
+        hit = self._cache.get(name)
+        if hit is not None and hit[0] is view:
+            return hit[1]
+        data: bytes = current_app.json.dumps(view, separators=(",", ":")).encode()
+        self._cache[name] = (view, data)
+        return data
+
+    def prune(self, live: set[str]) -> None:
+        """Forget VMs that are gone (called when the cache outgrows the live set)."""
+        for name in [n for n in self._cache if n not in live]:
+            del self._cache[name]
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+
+_view_json = ViewJsonCache()
+
+
+def _json_body(fragments: list[bytes] | bytes, status: int = 200) -> Response:
+    """A JSON response from pre-encoded bytes, formatted as ``jsonify`` formats it."""
+    body = b"[" + b",".join(fragments) + b"]" if isinstance(fragments, list) else fragments
+    return Response(body + b"\n", status=status, content_type="application/json")
 
 
 def _manager() -> VMManager:
@@ -104,7 +142,9 @@ async def list_vms() -> Response:
     selected.sort(key=lambda v: (v.get(sort) or "", v["name"]), reverse=descending)
     total = len(selected)
     page = selected[offset: offset + limit if limit is not None else None]
-    response = jsonify(page)
+    if len(_view_json) > 2 * len(views) + 64:
+        _view_json.prune({v["name"] for v in views})
+    response = _json_body([_view_json.encode(v) for v in page])
     response.headers["X-Total-Count"] = str(total)
     return response
 
@@ -133,7 +173,7 @@ async def create_vm() -> tuple[Response, int]:
 @spec.api_doc(summary="Fetch VM by name", tags=["vm"], operation_id="getVMByName",
               responses={200: spec.VM, 404: spec.ERROR})
 async def get_vm(name: str) -> Response:
-    return jsonify(_manager().get_view(name))
+    return _json_body(_view_json.encode(_manager().get_view(name)))
 
 
 @blueprint.delete("/api/v1/vms/<name>")

@@ -8,6 +8,10 @@ loopback with a read-heavy mix: GET /api/v1/vms, GET /api/v1/vms/{name},
 GET /api/v1/system/summary, GET /healthz. Reports requests/s, p50/p99 latency and the
 count of 5xx answers. With closed-loop clients, latency is bounded below by
 clients / throughput (Little's law), which the report prints next to p99.
+
+Then the same wrk load (GET /healthz-like, one path) runs against bench/asgi_floor.py,
+a bare ASGI app on volantd's hypercorn config: the HTTP server's own floor on this
+machine, reported beside volantd's numbers (``--no-floor`` skips it).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +33,7 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Daemon, emit, result
+from common import Daemon, emit, free_port, result
 from vms import create_many, install_plugin, wait_all_running
 
 LUA = """
@@ -54,12 +59,39 @@ def parse_wrk(out: str) -> dict[str, float]:
                                                            out, re.M)}
 
 
+def run_floor(clients: int, seconds: int) -> dict[str, float]:
+    """The same wrk load against a bare ASGI app on volantd's hypercorn config."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(Path(__file__).parent / "asgi_floor.py"),
+                               str(port)], stderr=subprocess.DEVNULL)
+    try:
+        with httpx.Client(timeout=1) as client:
+            for _ in range(100):
+                with contextlib.suppress(httpx.HTTPError):
+                    client.get(f"http://127.0.0.1:{port}/")
+                    break
+                time.sleep(0.1)
+        with tempfile.TemporaryDirectory(prefix="volant-floor-") as tmp:
+            script = Path(tmp) / "one.lua"
+            script.write_text(LUA % '"/healthz"')
+            out = subprocess.run(
+                ["wrk", "-t2", f"-c{clients}", f"-d{seconds}s", "-s", str(script),
+                 "--timeout", "10s", f"http://127.0.0.1:{port}"],
+                capture_output=True, text=True, check=True).stdout
+    finally:
+        server.terminate()
+        server.wait(10)
+    return parse_wrk(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--vms", type=int, default=50)
+    parser.add_argument("--no-floor", action="store_true",
+                        help="skip the bare-hypercorn reference run")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/api_load.py needs wrk (apt-get install wrk; make setup installs it)")
@@ -89,14 +121,27 @@ def main() -> None:
                     os.kill(proc.pid, signal.SIGKILL)
     stats = parse_wrk(out)
     rate = stats["REQS"] / args.seconds
+    floor: dict[str, Any] = {}
+    if not args.no_floor:
+        floor_stats = run_floor(args.clients, args.seconds)
+        floor_rate = floor_stats["REQS"] / args.seconds
+        floor = {"floor_p99_ms": floor_stats["P99"] / 1000,
+                 "floor_p50_ms": floor_stats["P50"] / 1000,
+                 "floor_requests_per_s": round(floor_rate, 1)}
     rows: list[dict[str, Any]] = [
         result(f"API p99 latency, {args.clients} concurrent clients (wrk)", "ms", 200.0,
                stats["P99"] / 1000, False, p50_ms=stats["P50"] / 1000,
                requests_per_s=round(rate, 1),
-               littles_law_floor_ms=round(args.clients / rate * 1000, 1)),
+               littles_law_floor_ms=round(args.clients / rate * 1000, 1), **floor),
         result(f"API 5xx answers under {args.clients} concurrent clients", "count", 0.0,
                stats["ERR5XX"], False),
     ]
+    if floor:
+        rows.append(result(
+            f"reference: bare hypercorn p99, {args.clients} clients", "ms", 200.0,
+            floor["floor_p99_ms"], False, p50_ms=floor["floor_p50_ms"],
+            requests_per_s=floor["floor_requests_per_s"],
+            note="no app at all: the HTTP server's own floor on this machine"))
     emit(rows, args.json)
 
 

@@ -37,6 +37,7 @@ async def serve(port: int, subscribers: int, rate: int, seconds: float, state: P
     from volant.api.context import ApiContext
     from volant.api.server import serve_api
     from volant.config import load_config
+    from volant.gcpolicy import settle_heap
     from volant.orchestrator.events import EventBus
 
     cfg = load_config(environ={"VOLANT_API_LISTEN": f"127.0.0.1:{port}",
@@ -47,6 +48,8 @@ async def serve(port: int, subscribers: int, rate: int, seconds: float, state: P
         await nursery.start(bus.run)
         app = create_app(ApiContext(config=cfg, version="bench", services={"events": bus}))
         await nursery.start(serve_api, app, cfg, trio.Event())
+        if os.environ.get("BENCH_GC_DEFAULTS") != "1":
+            settle_heap()  # as volantd does once its API listens
         print("ready", flush=True)
         with trio.fail_after(120):
             while bus.subscriber_count < subscribers:  # noqa: ASYNC110 (polling a count)

@@ -29,6 +29,7 @@ from volant.api.app import create_app
 from volant.api.context import ApiContext
 from volant.api.server import serve_api
 from volant.config import Config
+from volant.gcpolicy import settle_heap
 from volant.logging import get_logger
 from volant.media import MediaCache
 from volant.orchestrator.artifacts import ArtifactRegistry
@@ -63,6 +64,7 @@ class ApiServer:
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(serve_api, app, self.tree.cfg, self._shutdown)
             log.info("api listening", binds=binds)
+            settle_heap()  # the tree is up and recovery done: freeze what lives on
             task_status.started()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,6 +83,45 @@ def test_bounded_run_with_volantd_kills_has_no_violations(tmp_path: Path) -> Non
                       "sse_matches_journal", "converges_after_faults", "crashloop_is_honest"):
         assert report["checks"].get(invariant, 0) >= 1, invariant
     assert report["checks"]["vm_records_match_vmms"] >= kinds["kill_volantd"]
+    assert_nothing_leaked(report["world"])
+
+
+def test_bounded_run_with_a_real_qemu_vm_has_no_violations(tmp_path: Path) -> None:
+    """Hollow VMs plus one QEMU guest (hello plugin, TCG) through volantd kills and faults.
+
+    Seed 20261316 draws ``sigkill_qemu_vmm`` in the second window, so the guest reboots
+    while volantd keeps being killed (adopted while still booting). The media come from
+    volant-image's cache; a host that cannot build them fails the run (no report).
+    """
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.fail("qemu-system-x86_64 is missing: apt-get install -y qemu-system-x86")
+    rc, report, stderr = run_harness(
+        tmp_path, "--qemu-vm", "--duration", "45", "--seed", "20261316", "--vms", "2",
+        "--corrupt-probability", "0.3", "--converge-deadline", "90", timeout=300)
+    assert report["violations"] == [], stderr[-4000:]
+    assert rc == 0
+    qemu = report["qemu_vm"]
+    assert qemu["name"] == "chaos-qemu" and qemu["plugin"] == "hello"
+    assert qemu["hypervisor"] == "qemu" and qemu["status"] == "running"
+    assert qemu["agent_healthz"]["status"] == "ok"
+    assert qemu["agent_healthz"]["workload"]["healthy"] is True
+    assert qemu["agent_healthz"]["manifest"]["name"] == "hello"
+    kinds = report["faults_by_kind"]
+    assert kinds["kill_volantd"] >= 5, kinds
+    assert kinds["sigkill_qemu_vmm"] >= 1, kinds
+    checks = report["checks"]
+    assert checks["qemu_agent_healthz"] == 1
+    # Every volantd restart that found the QEMU process alive judged its adoption.
+    assert checks["qemu_vm_adopted"] >= 3, checks
+    judged = len(qemu["adopted_pids"]) + len(qemu["replaced_pids"]) + qemu["adoptions_excused"]
+    assert judged == checks["qemu_vm_adopted"]
+    assert checks["qemu_vm_restarted"] == len(qemu["vmm_kills"]) >= 1
+    killed = {k["pid"] for k in qemu["vmm_kills"]}
+    assert qemu["pid"] not in killed
+    for invariant in ("vm_records_match_vmms", "no_unrecorded_vmm", "no_tap_without_vm",
+                      "converges_after_faults", "sse_matches_journal"):
+        assert checks.get(invariant, 0) >= 1, invariant
+    assert report["world"]["qemu_vm"] == "chaos-qemu"
     assert_nothing_leaked(report["world"])
 
 

@@ -110,6 +110,34 @@ def test_kill9_keeps_ips_and_taps_without_duplicates(daemon: VolantdProcess, net
     assert sorted(taps(netns)) == sorted(vm["tap"] for vm in before.values())
 
 
+def test_a_tap_deleted_while_volantd_is_down_restarts_the_adopted_vmm(
+        daemon: VolantdProcess, netns: str, tmp_path: Path) -> None:
+    """The adopted VMM still holds the deleted device: a real guest would stay cut off.
+
+    Found by ``volant-chaos --qemu-vm``: a tap deleted just before a kill -9 left the QEMU
+    guest adopted, ``running`` and unreachable for good. Now the VMM is restarted onto the
+    recreated tap, as a tap loss under a live volantd does.
+    """
+    with daemon.client() as client:
+        install(client, write_plugin(tmp_path))
+        vm = create(client, "lost-1")
+        kept = create(client, "kept-1")
+    daemon.kill9()
+    links.delete_link(vm["tap"], netns)
+    daemon.start()
+    with daemon.client() as client:
+        repaired = wait_event(client, "lost-1", "VM_NETWORK_REPAIRED")
+        assert "deleted while volantd was down" in repaired["message"]
+        assert repaired["pid"] == vm["pid"]  # named the VMM it replaces
+        back = wait_status(client, "lost-1", "running",
+                           predicate=lambda v: v["pid"] != vm["pid"])
+        assert back["restart_count"] == vm["restart_count"]  # not a crash of the VM
+        assert get(client, "kept-1")["pid"] == kept["pid"]  # its tap was there: adopted
+    assert not pid_alive(vm["pid"])
+    info = links.link_info(vm["tap"], netns)
+    assert info is not None and info.master == BRIDGE
+
+
 def test_create_destroy_cycles_leak_nothing(daemon: VolantdProcess, netns: str,
                                             tmp_path: Path) -> None:
     baseline = nat.nat_rules(netns=netns)

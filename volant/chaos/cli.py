@@ -17,6 +17,7 @@ import trio
 import typer
 from rich.console import Console
 
+from volant.chaos.qemu_vm import QEMU_VM, QemuVM, prepare_media
 from volant.chaos.report import Report
 from volant.chaos.scenarios import CORRUPT_PROBABILITY, SCENARIOS, ChaosRun
 from volant.chaos.target import OwnTarget, Target, UrlTarget
@@ -27,15 +28,25 @@ app = typer.Typer(add_completion=False, help=__doc__)
 def run_chaos(target: Target, *, seed: int, duration: float, scenarios: list[str], vms: int,
               settle: float = 8.0, converge_deadline: float = 120.0,
               corrupt_probability: float = CORRUPT_PROBABILITY,
-              log_copy: Path | None = None) -> Report:
-    """Start ``target``, run the scenarios, tear everything down; return the report."""
+              log_copy: Path | None = None, qemu_vm: bool = False) -> Report:
+    """Start ``target``, run the scenarios, tear everything down; return the report.
+
+    ``qemu_vm`` (an ``OwnTarget`` only): build the hello image and kernel with
+    volant-image first and run one real QEMU VM next to the hollow ones.
+    """
     with tempfile.TemporaryDirectory(prefix="volant-chaos-media-") as media:
+        qemu: QemuVM | None = None
         try:
+            if qemu_vm:
+                assert isinstance(target, OwnTarget), "--qemu-vm needs the own target"
+                built = prepare_media(Path(media) / "hello")
+                target.use_qemu(QEMU_VM, built.vmlinux)
+                qemu = QemuVM(QEMU_VM, built.manifest)
             target.start()  # inside the try: a half-built world is torn down too
             run = ChaosRun(target, seed=seed, duration=duration, scenarios=scenarios, vms=vms,
                            media_dir=Path(media), settle=settle,
                            converge_deadline=converge_deadline,
-                           corrupt_probability=corrupt_probability)
+                           corrupt_probability=corrupt_probability, qemu=qemu)
             report = trio.run(run.run)
         finally:
             if log_copy is not None and isinstance(target, OwnTarget):
@@ -66,6 +77,9 @@ def main_command(
     corrupt_probability: Annotated[float, typer.Option(
         help="Chance that a volantd kill also corrupts a state file while it is down.")
     ] = CORRUPT_PROBABILITY,
+    qemu_vm: Annotated[bool, typer.Option(
+        "--qemu-vm", help=f"Also run one real QEMU VM ({QEMU_VM}, the hello plugin built with "
+        "volant-image) next to the hollow ones (own target).")] = False,
 ) -> None:
     console = Console(stderr=True)
     chosen = scenario or list(SCENARIOS)
@@ -75,6 +89,10 @@ def main_command(
         raise typer.Exit(2)
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "big")
+    if qemu_vm and (target != "own" or volantd_cmd):
+        console.print("[red]--qemu-vm needs --target own and volant-chaos's own volantd "
+                      "command (not --volantd-cmd)[/red]")
+        raise typer.Exit(2)
     under_test: Target
     if target == "own":
         if os.geteuid() != 0:
@@ -88,7 +106,8 @@ def main_command(
         result = run_chaos(under_test, seed=seed, duration=duration, scenarios=chosen, vms=vms,
                            settle=settle, converge_deadline=converge_deadline,
                            corrupt_probability=corrupt_probability,
-                           log_copy=report.with_suffix(".volantd.log") if report else None)
+                           log_copy=report.with_suffix(".volantd.log") if report else None,
+                           qemu_vm=qemu_vm)
     except Exception as exc:  # a harness error must not read as a violation (exit 1)
         console.print(f"[red]the harness failed ({type(exc).__name__}): {exc}[/red]")
         raise typer.Exit(2) from None

@@ -9,7 +9,7 @@ designed answer (volantd down, the state filesystem deliberately full, back-pres
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import httpx
@@ -17,6 +17,9 @@ import trio
 
 from volant.chaos.report import Report
 from volant.chaos.target import Target
+
+if TYPE_CHECKING:
+    from volant.chaos.qemu_vm import QemuVM
 
 PLUGIN = "chaos"
 STEADY_DEPLOYMENT = "steady"
@@ -39,10 +42,12 @@ class ChaosContext:
     plugin_manifest: dict[str, Any] = attrs.field(factory=dict)
     #: State files the harness corrupted while volantd was down, awaiting quarantine.
     corrupted: list[str] = attrs.field(factory=list)
+    #: The real QEMU VM (``--qemu-vm``), if the run has one.
+    qemu: QemuVM | None = None
 
-    def status_allowed(self, response: httpx.Response) -> bool:
+    def status_allowed(self, response: httpx.Response, designed: tuple[int, ...] = ()) -> bool:
         code = response.status_code
-        if code < 500:
+        if code < 500 or code in designed:
             return True
         if self.daemon_down:
             return True
@@ -50,23 +55,28 @@ class ChaosContext:
             return True
         return code == 503 and "retry-after" in response.headers
 
-    def record(self, method: str, path: str, response: httpx.Response) -> None:
+    def record(self, method: str, path: str, response: httpx.Response,
+               designed: tuple[int, ...] = ()) -> None:
         self.report.http_status[str(response.status_code)] += 1
-        if not self.status_allowed(response):
+        if not self.status_allowed(response, designed):
             self.report.violation(
                 "no_api_5xx",
                 f"{method} {path} -> {response.status_code}: {response.text[:300]}")
 
     async def api(self, method: str, path: str, *, timeout: float = 30.0,
-                  **kwargs: Any) -> httpx.Response | None:
-        """One recorded API call; None when volantd could not be reached."""
+                  designed: tuple[int, ...] = (), **kwargs: Any) -> httpx.Response | None:
+        """One recorded API call; None when volantd could not be reached.
+
+        ``designed``: 5xx codes that are this route's designed answer here (e.g. 502 from
+        the agent proxy while the guest boots), so not a ``no_api_5xx`` violation.
+        """
         try:
             async with self.target.client(timeout=timeout) as client:
                 response = await client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             self.report.http_status[type(exc).__name__] += 1
             return None
-        self.record(method, path, response)
+        self.record(method, path, response, designed)
         return response
 
     async def get_json(self, path: str, **kwargs: Any) -> Any:

@@ -17,6 +17,7 @@ import httpx
 import trio
 
 from volant.chaos.context import PLUGIN, ChaosContext
+from volant.chaos.qemu_vm import MAX_STOP_SECONDS as MAX_QEMU_STOP_SECONDS
 from volant.chaos.target import OwnTarget, pid_alive
 from volant.network import links
 
@@ -70,12 +71,19 @@ class KillDaemon(Fault):
         self.corrupt_probability = corrupt_probability
 
     async def inject(self) -> None:
+        qemu = self.ctx.qemu
+        if qemu is not None:
+            await qemu.before_kill(self.ctx)
         self.ctx.daemon_down = True
         pid = await trio.to_thread.run_sync(self.own.kill9)
         self.ctx.report.fault(self.kind, f"volantd pid {pid}")
+        if qemu is not None:
+            qemu.after_kill(self.own.state_dir)
         if self.corrupt is not None and self.ctx.rng.random() < self.corrupt_probability:
             await self.corrupt.inject()
         await trio.sleep(self.ctx.rng.uniform(0.0, 0.5))
+        if qemu is not None:
+            qemu.before_restart(self.own.netns)
         started = trio.current_time()
         try:
             await trio.to_thread.run_sync(self.own.start_daemon)
@@ -114,6 +122,8 @@ class CorruptStateFile(Fault):
         path.write_bytes(damaged)
         relpath = str(path.relative_to(state_dir))
         self.ctx.corrupted.append(relpath)
+        if self.ctx.qemu is not None:
+            self.ctx.qemu.corrupted(relpath)
         self.ctx.report.fault(self.kind, relpath, mode=mode, size_before=len(raw),
                               size_after=len(damaged))
 
@@ -130,12 +140,32 @@ class KillVMM(Fault):
         vm = pick(vms, which)
         if not await _signal_vmm(self.ctx, vm, signal.SIGKILL):
             return
+        if self.ctx.qemu is not None and vm["name"] == self.ctx.qemu.name:
+            self.ctx.qemu.vmm_killed(vm)
         self.ctx.report.fault(self.kind, vm["name"], pid=vm["pid"])
+
+
+class KillQemuVMM(Fault):
+    """SIGKILL the QEMU VM's VMM (running or still booting): volantd must restart it."""
+
+    kind = "sigkill_qemu_vmm"
+    description = "SIGKILL the real QEMU VM's VMM"
+
+    async def inject(self) -> None:
+        qemu = self.ctx.qemu
+        assert qemu is not None
+        vm = await self.ctx.get_json(f"/api/v1/vms/{qemu.name}")
+        if not isinstance(vm, dict) or vm.get("status") not in ("running", "starting"):
+            return
+        if not vm.get("pid") or not await _signal_vmm(self.ctx, vm, signal.SIGKILL):
+            return
+        qemu.vmm_killed(vm)
+        self.ctx.report.fault(self.kind, vm["name"], pid=vm["pid"], status=vm["status"])
 
 
 class StopContVMM(Fault):
     kind = "sigstop_vmm"
-    description = "SIGSTOP a random VMM, SIGCONT it 0.5-3 s later"
+    description = "SIGSTOP a random VMM, SIGCONT it 0.5-3 s later (the QEMU VM: at most 1 s)"
 
     async def inject(self) -> None:
         which, hold = self.draw(), round(0.5 + 2.5 * self.draw(), 2)
@@ -143,6 +173,8 @@ class StopContVMM(Fault):
         if not vms:
             return
         vm = pick(vms, which)
+        if self.ctx.qemu is not None and vm["name"] == self.ctx.qemu.name:
+            hold = min(hold, MAX_QEMU_STOP_SECONDS)  # freeze a real guest only briefly
         if not await _signal_vmm(self.ctx, vm, signal.SIGSTOP):
             return
         self.ctx.report.fault(self.kind, vm["name"], pid=vm["pid"], seconds=hold)

@@ -120,6 +120,7 @@ class Invariants:
             await self._settled("no_tap_without_vm", self._orphan_taps)
             await self._settled("state_files_parse", self._state_files)
             await self._quarantines()
+            await self._qemu_adoption()
 
     async def _settled(self, name: str,
                        measure: Callable[[list[dict[str, Any]]], Awaitable[list[str]]]) -> None:
@@ -229,6 +230,19 @@ class Invariants:
             elif status in DOWN and by_vm.get(name):
                 problems.append(f"vm {name} is {status} but VMM pids {by_vm[name]} are alive")
         return problems
+
+    async def _qemu_adoption(self) -> None:
+        """After a volantd restart, the QEMU VMM that outlived it was adopted (same pid)."""
+        qemu = self.ctx.qemu
+        if qemu is None or qemu.expected is None:
+            return
+        before = len(self.ctx.report.violations)
+
+        async def measure(_vms: list[dict[str, Any]]) -> list[str]:
+            return await qemu.adoption_problems(self.ctx)
+
+        await self._settled("qemu_vm_adopted", measure)
+        qemu.adoption_judged(ok=len(self.ctx.report.violations) == before)
 
     async def _unrecorded_processes(self, vms: list[dict[str, Any]]) -> list[str]:
         instance = self.ctx.target.instance_id

@@ -60,6 +60,8 @@ class Report:
     world: dict[str, Any] = attrs.field(factory=dict)
     #: Findings that are not among the invariants (they do not fail the run), e.g. id reuse.
     warnings: list[str] = attrs.field(factory=list)
+    #: The real QEMU VM's story (``--qemu-vm``): adoptions, VMM kills, its agent's health.
+    qemu_vm: dict[str, Any] | None = None
 
     def now(self) -> float:
         return time.monotonic() - self.started
@@ -103,6 +105,7 @@ class Report:
             "warnings": self.warnings,
             "notes": self.notes,
             "world": self.world,
+            "qemu_vm": self.qemu_vm,
             "ok": self.ok,
         }
 

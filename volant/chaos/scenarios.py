@@ -18,8 +18,9 @@ from typing import Any
 import trio
 
 from volant.chaos.context import CRASHLOOP_DEPLOYMENT, PLUGIN, STEADY_DEPLOYMENT, ChaosContext
-from volant.chaos.faults import BETWEEN_KILLS, CorruptStateFile, Fault, KillDaemon
+from volant.chaos.faults import BETWEEN_KILLS, CorruptStateFile, Fault, KillDaemon, KillQemuVMM
 from volant.chaos.invariants import Invariants
+from volant.chaos.qemu_vm import AGENT_DEADLINE, QemuVM
 from volant.chaos.report import Report
 from volant.chaos.sse import SSEFollower, compare_with_journal
 from volant.chaos.target import Target
@@ -29,9 +30,11 @@ CORRUPT_PROBABILITY = 0.15
 CONVERGE_DEADLINE = 120.0
 STANDALONE_POLICY = {"name": "always", "max_retries": 1000}
 
-#: Every scenario name; "volantd-kill", "state-corrupt", "vm-churn" and "crashloop" are
-#: handled here, the rest are the between-kill faults of faults.py.
-SCENARIOS = ("volantd-kill", "state-corrupt", *BETWEEN_KILLS, "vm-churn", "crashloop")
+#: Every scenario name; "volantd-kill", "state-corrupt", "vm-churn", "crashloop" and
+#: "qemu-vmm-kill" (only with a QEMU VM) are handled here, the rest are the between-kill
+#: faults of faults.py.
+SCENARIOS = ("volantd-kill", "state-corrupt", *BETWEEN_KILLS, "vm-churn", "crashloop",
+             "qemu-vmm-kill")
 API_ONLY = ("api-flood", "sse-stall", "vm-churn")
 
 
@@ -75,14 +78,17 @@ class ChaosRun:
     def __init__(self, target: Target, *, seed: int, duration: float, scenarios: list[str],
                  vms: int, media_dir: Path, settle: float = 8.0,
                  converge_deadline: float = CONVERGE_DEADLINE,
-                 corrupt_probability: float = CORRUPT_PROBABILITY) -> None:
+                 corrupt_probability: float = CORRUPT_PROBABILITY,
+                 qemu: QemuVM | None = None) -> None:
         self.target = target
         self.scenarios = [s for s in scenarios
-                          if target.controllable or s in API_ONLY or s == "crashloop"]
+                          if (target.controllable or s in API_ONLY or s == "crashloop")
+                          and (qemu is not None or s != "qemu-vmm-kill")]
         self.report = Report(seed=seed, duration=duration, scenarios=self.scenarios,
                              target="own" if target.controllable else "url",
                              world=target.describe())
-        self.ctx = ChaosContext(target=target, report=self.report, rng=random.Random(seed))
+        self.ctx = ChaosContext(target=target, report=self.report, rng=random.Random(seed),
+                                qemu=qemu)
         self.invariants = Invariants(self.ctx, settle=settle)
         self.follower = SSEFollower(self.ctx)
         self.duration = duration
@@ -90,15 +96,22 @@ class ChaosRun:
         self.media_dir = media_dir
         self.converge_deadline = converge_deadline
         self.corrupt_probability = corrupt_probability
-        self.installed_plugin = False
+        self.installed_plugins: list[str] = []
 
     # -- population ------------------------------------------------------------------------
     async def setup(self) -> None:
         self.ctx.plugin_manifest = plugin_manifest(self.media_dir / "chaos-initramfs.img")
-        await self._ensure_plugin()
+        await self._ensure_plugin(self.ctx.plugin_manifest)
         self.ctx.vm_names = [f"chaos-{i}" for i in range(1, self.vm_count + 1)]
+        qemu = self.ctx.qemu
+        if qemu is not None:
+            # First, so the guest boots (10-30 s under TCG) while the rest is set up.
+            await self._ensure_plugin(qemu.manifest)
+            await self._create_vm(qemu.name, wait=False)
         for name in self.ctx.vm_names:
             await self._create_vm(name, wait=True)
+        if qemu is not None:
+            self.ctx.vm_names.append(qemu.name)
         self.ctx.deployments[STEADY_DEPLOYMENT] = {
             "name": STEADY_DEPLOYMENT, "replicas": 2, "min_ready_seconds": 0.5,
             "config": {"plugin": PLUGIN, "restart_policy": STANDALONE_POLICY}}
@@ -112,22 +125,37 @@ class ChaosRun:
             if response is None or response.status_code not in (201, 409):
                 raise RuntimeError(f"cannot create deployment {body['name']}: "
                                    f"{None if response is None else response.text}")
-        await self._converge(self.converge_deadline, record=False)
+        try:
+            await self._converge(self.converge_deadline, record=False)
+            if (qemu is not None
+                    and await qemu.wait_agent_healthy(self.ctx, AGENT_DEADLINE) is None):
+                raise RuntimeError(f"the QEMU VM's agent never answered healthy in "
+                                   f"{AGENT_DEADLINE:.0f}s")
+        except RuntimeError as exc:
+            if qemu is None:
+                raise
+            raise RuntimeError(f"{exc}; {await qemu.diagnose(self.ctx)}") from None
 
-    async def _ensure_plugin(self) -> None:
-        response = await self.ctx.api("GET", f"/api/v1/plugins/{PLUGIN}")
+    async def _ensure_plugin(self, manifest: dict[str, Any]) -> None:
+        name = manifest["name"]
+        response = await self.ctx.api("GET", f"/api/v1/plugins/{name}")
         if response is not None and response.status_code == 200:
             return
-        self.installed_plugin = True
-        response = await self.ctx.api("POST", "/api/v1/plugins", json=self.ctx.plugin_manifest)
+        if name not in self.installed_plugins:
+            self.installed_plugins.append(name)
+        response = await self.ctx.api("POST", "/api/v1/plugins", json=manifest)
         if response is None or response.status_code not in (201, 409):
-            raise RuntimeError(f"cannot install the chaos plugin: "
+            raise RuntimeError(f"cannot install the {name} plugin: "
                                f"{None if response is None else response.text}")
+
+    def _plugin_of(self, vm_name: str) -> str:
+        qemu = self.ctx.qemu
+        return qemu.plugin if qemu is not None and vm_name == qemu.name else PLUGIN
 
     async def _create_vm(self, name: str, wait: bool) -> None:
         params = {"wait": "running", "timeout": "60"} if wait else {}
         response = await self.ctx.api("POST", "/api/v1/vms", params=params, timeout=70,
-                                      json={"name": name, "plugin": PLUGIN,
+                                      json={"name": name, "plugin": self._plugin_of(name),
                                             "restart_policy": STANDALONE_POLICY})
         if response is None or response.status_code not in (201, 409):
             raise RuntimeError(f"cannot create vm {name}: "
@@ -135,10 +163,14 @@ class ChaosRun:
 
     async def repair(self) -> None:
         """What an operator does after a quarantine: put lost objects back."""
-        response = await self.ctx.api("GET", f"/api/v1/plugins/{PLUGIN}")
-        if response is not None and response.status_code == 404:
-            self.report.note("plugin lost to quarantine: re-installing")
-            await self._ensure_plugin()
+        manifests = [self.ctx.plugin_manifest]
+        if self.ctx.qemu is not None:
+            manifests.append(self.ctx.qemu.manifest)
+        for manifest in manifests:
+            response = await self.ctx.api("GET", f"/api/v1/plugins/{manifest['name']}")
+            if response is not None and response.status_code == 404:
+                self.report.note(f"plugin {manifest['name']} lost to quarantine: re-installing")
+                await self._ensure_plugin(manifest)
         vms = await self.ctx.get_json("/api/v1/vms")
         names = {vm["name"] for vm in vms} if isinstance(vms, list) else set()
         for name in self.ctx.vm_names:
@@ -158,8 +190,8 @@ class ChaosRun:
             await self.ctx.api("DELETE", f"/api/v1/deployments/{name}", timeout=120)
         for name in self.ctx.vm_names:
             await self.ctx.api("DELETE", f"/api/v1/vms/{name}", timeout=60)
-        if self.installed_plugin:
-            await self.ctx.api("DELETE", f"/api/v1/plugins/{PLUGIN}")
+        for plugin in self.installed_plugins:
+            await self.ctx.api("DELETE", f"/api/v1/plugins/{plugin}")
 
     # -- convergence -----------------------------------------------------------------------
     async def _converge(self, deadline_s: float, record: bool = True) -> None:
@@ -235,6 +267,8 @@ class ChaosRun:
                 chosen.append(cls(self.ctx))
         if "vm-churn" in self.scenarios:
             chosen.append(VMChurn(self.ctx))
+        if "qemu-vmm-kill" in self.scenarios and self.ctx.qemu is not None:
+            chosen.append(KillQemuVMM(self.ctx))
         return chosen
 
     async def run(self) -> Report:
@@ -249,6 +283,7 @@ class ChaosRun:
             await self.ctx.wait_healthy()
             self.report.note("faults stopped; waiting for convergence")
             await self._converge(self.converge_deadline)
+            await self._qemu_vm_checks()
             await self._crashloop_is_honest()
             await self.invariants.check_all()
             await trio.sleep(0.5)  # the follower catches the last events
@@ -257,9 +292,34 @@ class ChaosRun:
         if not self.target.controllable:
             await self.remove_population()
         self.report.elapsed = time.monotonic() - started
+        if self.ctx.qemu is not None:
+            self.report.qemu_vm = self.ctx.qemu.summary()
         self.report.note(f"sse: {len(self.follower.seen)} events, "
                          f"{self.follower.reconnects} reconnects")
         return self.report
+
+    async def _qemu_vm_checks(self) -> None:
+        """The QEMU VM came back from every VMM kill and its agent answers through volantd."""
+        qemu = self.ctx.qemu
+        if qemu is None:
+            return
+        view = await self.ctx.get_json(f"/api/v1/vms/{qemu.name}")
+        view = view if isinstance(view, dict) else None
+        for problem in qemu.restart_problems(view):
+            self.report.violation("qemu_vm_restarted", problem)
+        for _ in qemu.kills:
+            self.report.checked("qemu_vm_restarted")
+        health = await qemu.wait_agent_healthy(self.ctx, AGENT_DEADLINE)
+        self.report.checked("qemu_agent_healthz")
+        if health is None:
+            self.report.violation(
+                "qemu_agent_healthz",
+                f"GET /api/v1/vms/{qemu.name}/agent/healthz never showed a healthy workload in "
+                f"{AGENT_DEADLINE:.0f}s (last answer: {qemu.health})")
+        else:
+            qemu.health = health
+        view = await self.ctx.get_json(f"/api/v1/vms/{qemu.name}")
+        qemu.final_view = view if isinstance(view, dict) else None
 
     async def _inject(self, fault: Fault) -> None:
         """Inject one fault; a fault that fails is reported, not a crash of the whole run."""

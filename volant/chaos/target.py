@@ -3,8 +3,9 @@
 ``OwnTarget`` builds a small world and tears all of it down again: a network namespace
 (``vchaos-<hex>``) holding volantd's bridge and taps, a tmpfs mounted as the state
 directory (so the disk-full fault fills a few MiB, not the host's disk), and a volantd
-with the hollow VMM reached over a Unix socket. Everything it starts is recorded by PID
-and ended by PID; VMMs are found by this instance's ``VOLANT_VMM`` marker.
+with the hollow VMM reached over a Unix socket (with ``use_qemu``: hollow plus QEMU for
+one VM, see ``mixed_volantd``). Everything it starts is recorded by PID and ended by PID;
+VMMs (QEMU too) are found by this instance's ``VOLANT_VMM`` marker.
 """
 
 from __future__ import annotations
@@ -149,6 +150,14 @@ class OwnTarget(Target):
         }
         self.env.pop("VOLANT_API_KEY", None)
         self.env.pop("VOLANT_CONFIG", None)
+        self.qemu_vm: str | None = None
+
+    def use_qemu(self, vm_name: str, vmlinux: Path) -> None:
+        """Run ``vm_name`` on real QEMU (TCG unless KVM is usable), every other VM hollow."""
+        self.qemu_vm = vm_name
+        self.volantd_cmd = [sys.executable, "-m", "volant.chaos.mixed_volantd",
+                            "--qemu-vm", vm_name]
+        self.env.update({"VOLANT_HYPERVISOR": "qemu", "VOLANT_KERNEL_VMLINUX": str(vmlinux)})
 
     # -- HTTP -------------------------------------------------------------------------------
     def client(self, timeout: float = 10.0) -> httpx.AsyncClient:
@@ -164,7 +173,7 @@ class OwnTarget(Target):
         return {"netns": self.netns, "bridge": self.bridge, "subnet": self.subnet,
                 "base_dir": str(self.base_dir), "state_dir": str(self.state_dir),
                 "socket": str(self.socket_path), "instance_id": self.instance_id,
-                "volantd_cmd": self.volantd_cmd}
+                "volantd_cmd": self.volantd_cmd, "qemu_vm": self.qemu_vm}
 
     def start(self) -> None:
         _run("ip", "netns", "add", self.netns)

@@ -105,7 +105,9 @@ from volant.runtime.base import (
     Launcher,
     LaunchSpec,
     VMMHandle,
+    VMMStuckError,
     find_marked_processes,
+    stop_ladder,
 )
 from volant.store import StateStore
 from volant.vmconfig import (
@@ -317,6 +319,9 @@ class VMActor(Actor[Any]):
         if r.desired == "running":
             if r.vmm is not None:
                 handle = self.deps.launcher.adopt(r.vmm)
+                if handle is not None and await self._tap_missing():
+                    await self._replace_vmm_without_tap(handle)
+                    return
                 if handle is not None:
                     self._adopted = handle
                     await self._start_runner()
@@ -551,6 +556,36 @@ class VMActor(Actor[Any]):
             if self.record.vfio_originals and not self.deps.vfio_ownership.devices_of(
                     self.record.name):
                 await self._save(vfio_originals={})  # every device was given back
+
+    async def _tap_missing(self) -> bool:
+        r = self.record
+        hostnet = self.deps.hostnet
+        if not r.tap or hostnet is None or not hostnet.enabled:
+            return False
+        return not await trio.to_thread.run_sync(links.link_exists, r.tap, hostnet.netns)
+
+    async def _replace_vmm_without_tap(self, handle: VMMHandle) -> None:
+        """The tap was deleted while volantd was down (found by volant-chaos --qemu-vm).
+
+        The VMM still holds the deleted device, so a recreated tap would never reach its
+        guest: replace the VMM, as a tap loss under a live volantd does. The power-down
+        rung is cut short (recovery of the other VMs waits for this one); the tap stays
+        missing until the old VMM is gone, so a volantd killed in between decides the
+        same at its next start.
+        """
+        r = self.record
+        self._event("VM_NETWORK_REPAIRED", f"tap {r.tap} was deleted while volantd was down; "
+                    "restarting the VMM")
+        timeouts = self.deps.timeouts
+        try:
+            await stop_ladder(self.deps.launcher, handle,
+                              powerdown_timeout=min(timeouts.powerdown, 3.0),
+                              term_timeout=timeouts.term, kill_timeout=timeouts.kill)
+        except VMMStuckError as exc:
+            await self._fail_start(exc.message)
+            return
+        await self._save(vmm=None)
+        await self._launch()
 
     async def _sweep_leftovers(self) -> None:
         """Measure, then act: nothing of a stopped runner may survive it.

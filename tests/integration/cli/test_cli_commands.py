@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.daemon_process import VolantdProcess, free_port
-from tests.integration.cli.volar_run import volar
+from tests.integration.cli.volar_run import VOLAR, volar
 
 
 @pytest.fixture(scope="module")
@@ -221,8 +223,13 @@ def test_version_flag_and_completion() -> None:
     from volant import __version__
 
     assert volar("http://127.0.0.1:9", "--version").out.strip() == f"volar {__version__}"
-    script = volar("http://127.0.0.1:9", "--show-completion", "bash")
-    assert script.code == 0 and "_volar_completion" in script.out
+    # typer finds the shell from the process tree, so run it the way a user does: from bash
+    # (under a detached runner, pytest's own ancestors may hold no shell at all).
+    command = " ".join(shlex.quote(part) for part in [*VOLAR, "--show-completion"])
+    # ("; exit $?" keeps bash as the parent: a lone command would be exec'd in its place)
+    script = subprocess.run(["bash", "-c", f"{command}; exit $?"], capture_output=True, text=True,
+                            timeout=60)
+    assert script.returncode == 0 and "_volar_completion" in script.stdout, script.stderr
 
 
 def test_setup_run_refuses_a_remote_daemon() -> None:

@@ -8,23 +8,26 @@ GET  /v1/system/info          kernel, uptime, addresses, block devices
 POST /v1/system/shutdown      202, then stop the workload and power off
 *    /v1/<action.path>        manifest actions, proxied with the action's timeout
 *    /v1/*                    passthrough to workload.base_url with /v1 stripped
+
+Handlers are plain functions run in the connection's thread: the state they read
+(timeline, ring, reaper, workload) is there from the moment the API listens, and the
+routes that need the workload answer 503 until it is configured.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import time
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
 
 from kestrel.config import VERSION
-from kestrel.health import join_url
-from kestrel.httpclient import HttpClientError, request
+from kestrel.httpclient import HttpClientError, join_url, request
 from kestrel.httpserver import Request, Response, error_response, json_response
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
     from kestrel.agent import Agent
 
 HOP_BY_HOP = frozenset(
@@ -43,6 +46,7 @@ HOP_BY_HOP = frozenset(
 )
 PROXY_TIMEOUT = 120.0
 SSE_HEARTBEAT = 15.0
+SSE_TICK = 0.25  # how soon a stream notices that its client hung up
 RESERVED = ("/v1/logs", "/v1/logs/stream", "/v1/openapi", "/v1/system/info", "/v1/system/shutdown")
 
 
@@ -88,22 +92,22 @@ class AgentApi:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
 
-    async def handle(self, req: Request) -> Response:
+    def handle(self, req: Request) -> Response:
         path = req.path
         if path == "/healthz" and req.method in ("GET", "HEAD"):
             return json_response(self.healthz())
         if path in RESERVED:
-            return await self._reserved(req)
+            return self._reserved(req)
         action = self._match_action(req)
         if action is not None:
             target, timeout = action
-            return await self.proxy(req, target, timeout)
+            return self.proxy(req, target, timeout)
         if path == "/v1" or path.startswith("/v1/"):
             stripped = path[len("/v1") :] or "/"
-            return await self.proxy(req, stripped, PROXY_TIMEOUT)
+            return self.proxy(req, stripped, PROXY_TIMEOUT)
         return error_response(404, f"no route for {req.method} {path}")
 
-    async def _reserved(self, req: Request) -> Response:
+    def _reserved(self, req: Request) -> Response:
         path = req.path
         if path == "/v1/system/shutdown":
             if req.method != "POST":
@@ -133,11 +137,10 @@ class AgentApi:
                 stream=self._sse(tail or 0),
             )
         if path == "/v1/openapi":
-            return await self.openapi(req)
+            return self.openapi(req)
         from kestrel.sysinfo import system_info
 
-        info = await asyncio.to_thread(system_info, self.agent.config, self.agent.seed)
-        return json_response(info)
+        return json_response(system_info(self.agent.config, self.agent.seed))
 
     def healthz(self) -> dict[str, Any]:
         agent = self.agent
@@ -192,7 +195,7 @@ class AgentApi:
                 return action_path, timeout
         return None
 
-    async def proxy(self, req: Request, target_path: str, timeout: float) -> Response:
+    def proxy(self, req: Request, target_path: str, timeout: float) -> Response:
         workload = self.agent.workload
         if workload is None:
             return error_response(503, "no workload configured")
@@ -203,13 +206,13 @@ class AgentApi:
         if req.peer:
             headers.append(("X-Forwarded-For", req.peer))
         try:
-            answer = await request(req.method, url, headers, req.body, timeout)
+            answer = request(req.method, url, headers, req.body, timeout)
         except HttpClientError as exc:
             status = 504 if "timed out" in str(exc) else 502
             return error_response(status, f"workload unreachable: {exc}")
         return Response(answer.status, answer.body, _forward_headers(answer.headers))
 
-    async def openapi(self, req: Request) -> Response:
+    def openapi(self, req: Request) -> Response:
         manifest = self.agent.manifest or {}
         reference = str(manifest.get("openapi") or "").strip()
         local = reference[len("file://") :] if reference.startswith("file://") else reference
@@ -221,9 +224,10 @@ class AgentApi:
                 return error_response(500, f"cannot read {local}: {exc}")
             kind = "application/yaml" if local.endswith((".yaml", ".yml")) else "application/json"
             return Response(200, data, [("Content-Type", kind)])
-        return await self.proxy(req, "/openapi", 30.0)
+        return self.proxy(req, "/openapi", 30.0)
 
-    async def _sse(self, tail: int) -> AsyncIterator[bytes]:
+    def _sse(self, tail: int) -> Iterator[bytes]:
+        """The log stream; yields b"" every SSE_TICK so the server can notice a hang-up."""
         ring = self.agent.ring
         subscription = ring.subscribe()
         try:
@@ -232,12 +236,18 @@ class AgentApi:
             for line in backlog:
                 yield _sse_event(line.to_json())
             reported_drops = 0
+            heartbeat_at = time.monotonic() + SSE_HEARTBEAT
             while True:
-                try:
-                    line = await asyncio.wait_for(subscription.queue.get(), SSE_HEARTBEAT)
-                except TimeoutError:
-                    yield b": keepalive\n\n"
+                waited = subscription.get(min(SSE_TICK, heartbeat_at - time.monotonic()))
+                if waited is None:
+                    if time.monotonic() >= heartbeat_at:
+                        heartbeat_at = time.monotonic() + SSE_HEARTBEAT
+                        yield b": keepalive\n\n"
+                    else:
+                        yield b""
                     continue
+                line = waited
+                heartbeat_at = time.monotonic() + SSE_HEARTBEAT
                 if subscription.dropped != reported_drops:
                     yield f": dropped {subscription.dropped - reported_drops} lines\n\n".encode()
                     reported_drops = subscription.dropped
@@ -247,4 +257,6 @@ class AgentApi:
 
 
 def _sse_event(payload: dict[str, Any]) -> bytes:
+    import json
+
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"

@@ -3,15 +3,17 @@
 No blkid in the loop: a handful of magic numbers is enough to tell a root disk
 (ext4/xfs/btrfs) from a cloud-init seed (ISO9660 or FAT labelled ``cidata``) or
 an unformatted data disk, and reading 70 KiB from a device is far cheaper than
-spawning a helper under emulation.
+spawning a helper under emulation. (stage 1 probes disks before the API listens, so
+this module stays free of dataclasses and pathlib.)
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from dataclasses import dataclass
-from pathlib import Path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from _typeshed import StrPath
 
 ROOT_FILESYSTEMS = frozenset({"ext4", "ext3", "ext2", "xfs", "btrfs"})
 SEED_LABELS = frozenset({"cidata"})
@@ -19,10 +21,23 @@ _PROBE_BYTES = 0x10140  # covers the btrfs superblock at 64 KiB
 _SKIP_PREFIXES = ("loop", "ram", "zram", "nbd", "dm-", "md", "sr")
 
 
-@dataclass(frozen=True)
 class Filesystem:
-    type: str | None
-    label: str | None
+    __slots__ = ("label", "type")
+
+    def __init__(self, type: str | None, label: str | None) -> None:
+        self.type = type
+        self.label = label
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Filesystem):
+            return NotImplemented
+        return (self.type, self.label) == (other.type, other.label)
+
+    def __hash__(self) -> int:
+        return hash((self.type, self.label))
+
+    def __repr__(self) -> str:
+        return f"Filesystem(type={self.type!r}, label={self.label!r})"
 
     @property
     def root_capable(self) -> bool:
@@ -30,12 +45,33 @@ class Filesystem:
         return self.type in ROOT_FILESYSTEMS and not is_seed_label(self.label)
 
 
-@dataclass(frozen=True)
 class BlockDevice:
-    name: str
-    path: str
-    size_bytes: int
-    filesystem: Filesystem
+    __slots__ = ("filesystem", "name", "path", "size_bytes")
+
+    def __init__(self, name: str, path: str, size_bytes: int, filesystem: Filesystem) -> None:
+        self.name = name
+        self.path = path
+        self.size_bytes = size_bytes
+        self.filesystem = filesystem
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BlockDevice):
+            return NotImplemented
+        return (self.name, self.path, self.size_bytes, self.filesystem) == (
+            other.name,
+            other.path,
+            other.size_bytes,
+            other.filesystem,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.path, self.size_bytes, self.filesystem))
+
+    def __repr__(self) -> str:
+        return (
+            f"BlockDevice(name={self.name!r}, path={self.path!r}, "
+            f"size_bytes={self.size_bytes!r}, filesystem={self.filesystem!r})"
+        )
 
 
 def is_seed_label(label: str | None) -> bool:
@@ -80,7 +116,7 @@ def _fat_label(raw: bytes) -> str | None:
     return None if label in (None, "NO NAME") else label
 
 
-def probe(path: str | os.PathLike[str]) -> Filesystem:
+def probe(path: StrPath) -> Filesystem:
     """Read the superblock area of a device or image file."""
     try:
         with open(path, "rb") as handle:
@@ -90,10 +126,10 @@ def probe(path: str | os.PathLike[str]) -> Filesystem:
     return identify(header)
 
 
-def list_block_devices(sys_root: Path, dev_root: Path) -> list[BlockDevice]:
+def list_block_devices(sys_root: StrPath, dev_root: StrPath) -> list[BlockDevice]:
     """Disks and their partitions from sysfs, each probed through its /dev node."""
     devices: list[BlockDevice] = []
-    block = sys_root / "block"
+    block = os.path.join(sys_root, "block")
     try:
         names = sorted(os.listdir(block))
     except OSError:
@@ -101,28 +137,28 @@ def list_block_devices(sys_root: Path, dev_root: Path) -> list[BlockDevice]:
     for disk in names:
         if disk.startswith(_SKIP_PREFIXES):
             continue
-        entries = [disk]
-        with contextlib.suppress(OSError):
-            entries += sorted(
-                child
-                for child in os.listdir(block / disk)
-                if child.startswith(disk) and (block / disk / child / "partition").exists()
-            )
-        for name in entries:
-            sys_dir = block / disk if name == disk else block / disk / name
+        disk_dir = os.path.join(block, disk)
+        try:
+            children = os.listdir(disk_dir)
+        except OSError:
+            children = []
+        partitions = [
+            child
+            for child in children
+            if child.startswith(disk) and os.path.exists(os.path.join(disk_dir, child, "partition"))
+        ]
+        for name in [disk, *sorted(partitions)]:
+            sys_dir = disk_dir if name == disk else os.path.join(disk_dir, name)
+            node = os.path.join(dev_root, name)
             devices.append(
-                BlockDevice(
-                    name=name,
-                    path=str(dev_root / name),
-                    size_bytes=_size(sys_dir),
-                    filesystem=probe(dev_root / name),
-                )
+                BlockDevice(name=name, path=node, size_bytes=_size(sys_dir), filesystem=probe(node))
             )
     return devices
 
 
-def _size(sys_dir: Path) -> int:
+def _size(sys_dir: str) -> int:
     try:
-        return int((sys_dir / "size").read_text().strip()) * 512
+        with open(os.path.join(sys_dir, "size")) as handle:
+            return int(handle.read().strip()) * 512
     except (OSError, ValueError):
         return 0

@@ -11,10 +11,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+import os
 
 from kestrel.blockdev import Filesystem, is_seed_label, probe
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from _typeshed import StrPath
 
 CANDIDATES = ("vda", "vdb", "vdc", "vdd", "sda", "sdb")
 MODES = ("initramfs", "rootfs", "auto")
@@ -24,11 +27,24 @@ class BootModeError(Exception):
     """``volant.boot=rootfs`` but no usable root disk."""
 
 
-@dataclass(frozen=True)
 class RootChoice:
-    device: str
-    fstype: str
-    label: str | None
+    __slots__ = ("device", "fstype", "label")
+
+    def __init__(self, device: str, fstype: str, label: str | None) -> None:
+        self.device = device
+        self.fstype = fstype
+        self.label = label
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RootChoice):
+            return NotImplemented
+        return (self.device, self.fstype, self.label) == (other.device, other.fstype, other.label)
+
+    def __hash__(self) -> int:
+        return hash((self.device, self.fstype, self.label))
+
+    def __repr__(self) -> str:
+        return f"RootChoice(device={self.device!r}, fstype={self.fstype!r}, label={self.label!r})"
 
 
 def boot_mode(cmdline: dict[str, str]) -> str:
@@ -36,14 +52,14 @@ def boot_mode(cmdline: dict[str, str]) -> str:
     return mode if mode in MODES else "auto"
 
 
-def _device_path(dev_root: Path, name: str) -> Path:
+def _device_path(dev_root: StrPath, name: str) -> str:
     name = name.strip()
     if name.startswith("/dev/"):
-        return dev_root / name[len("/dev/") :]
-    return dev_root / name
+        return os.path.join(dev_root, name[len("/dev/") :])
+    return os.path.join(dev_root, name)
 
 
-def choose_root(cmdline: dict[str, str], dev_root: Path) -> RootChoice | None:
+def choose_root(cmdline: dict[str, str], dev_root: StrPath) -> RootChoice | None:
     """The disk to switch_root into, or None to stay on the initramfs."""
     mode = boot_mode(cmdline)
     if mode == "initramfs":
@@ -53,7 +69,7 @@ def choose_root(cmdline: dict[str, str], dev_root: Path) -> RootChoice | None:
 
     if requested:
         path = _device_path(dev_root, requested)
-        if not path.exists():
+        if not os.path.exists(path):
             if mode == "rootfs":
                 raise BootModeError(f"volant.rootfs_device {requested} does not exist")
             return None
@@ -63,16 +79,16 @@ def choose_root(cmdline: dict[str, str], dev_root: Path) -> RootChoice | None:
         if mode == "auto" and not found.root_capable:
             return None
         fstype = fstype_override or found.type or "ext4"
-        return RootChoice(str(path), fstype, found.label)
+        return RootChoice(path, fstype, found.label)
 
     for name in CANDIDATES:
-        path = dev_root / name
-        if not path.exists():
+        path = os.path.join(dev_root, name)
+        if not os.path.exists(path):
             continue
         candidate: Filesystem = probe(path)
         if candidate.root_capable:
             fstype = fstype_override or candidate.type or "ext4"
-            return RootChoice(str(path), fstype, candidate.label)
+            return RootChoice(path, fstype, candidate.label)
     if mode == "rootfs":
         raise BootModeError(
             "volant.boot=rootfs but no disk with an ext4/xfs/btrfs root filesystem was found"

@@ -16,18 +16,17 @@ legacy fallback -- and a bare JSON object that was never base64-encoded) and
 strict in what it returns: a ``dict`` or a ``ManifestDecodeError``. It is fed
 untrusted input (and fuzzed), so every failure is funnelled into that one type
 and decompression is bounded to defeat gzip bombs.
+
+kestrel parses the command line before its API listens, so the module imports
+nothing at load time: json, gzip and base64 are imported where they are used.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import gzip
-import json
-import re
-import zlib
-from collections.abc import Mapping
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 #: Kernel parameter that carries the encoded manifest.
 MANIFEST_KEY = "volant.manifest"
@@ -41,7 +40,8 @@ CMDLINE_LIMIT = 2048
 MAX_DECODED_BYTES = 1 << 20
 
 _GZIP_MAGIC = b"\x1f\x8b"
-_BASE64_TEXT = re.compile(r"^[A-Za-z0-9_\-+/]*={0,2}$")
+# Both base64 alphabets; at most two '=' may follow, at the very end.
+_BASE64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-+/")
 # Whitespace as the kernel's isspace() sees it (ASCII only).
 _KERNEL_SPACE = frozenset(" \t\n\v\f\r")
 
@@ -56,6 +56,10 @@ class ManifestEncodeError(ValueError):
 
 def encode_manifest(obj: Mapping[str, Any]) -> str:
     """Encode a JSON-ready mapping as compact JSON -> gzip -> unpadded base64url."""
+    import base64
+    import gzip
+    import json
+
     try:
         payload = json.dumps(
             obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
@@ -87,8 +91,17 @@ def decode_manifest(text: str) -> dict[str, Any]:
     return _parse_json(raw)
 
 
+def _is_base64_text(text: str) -> bool:
+    """``[A-Za-z0-9_\\-+/]*={0,2}`` over the whole text (without importing re)."""
+    body = text.rstrip("=")
+    return len(text) - len(body) <= 2 and _BASE64_CHARS.issuperset(body)
+
+
 def _b64decode(text: str) -> bytes:
-    if len(text) > 4 * MAX_DECODED_BYTES or not _BASE64_TEXT.fullmatch(text):
+    import base64
+    import binascii
+
+    if len(text) > 4 * MAX_DECODED_BYTES or not _is_base64_text(text):
         raise ManifestDecodeError("encoded manifest is neither base64url text nor a JSON object")
     body = text.rstrip("=").replace("+", "-").replace("/", "_")
     if len(body) % 4 == 1:
@@ -102,6 +115,8 @@ def _b64decode(text: str) -> bytes:
 
 def _gunzip(data: bytes) -> bytes:
     """Decompress every gzip member (Go's reader is multistream), bounded in size."""
+    import zlib
+
     out = bytearray()
     remaining = data
     try:
@@ -128,6 +143,8 @@ def _reject_constant(name: str) -> Any:
 
 
 def _parse_json(raw: bytes) -> dict[str, Any]:
+    import json
+
     if len(raw) > MAX_DECODED_BYTES:
         raise ManifestDecodeError(f"decoded manifest exceeds {MAX_DECODED_BYTES} bytes")
     try:

@@ -17,13 +17,18 @@ Environment variables:
   KESTREL_STOP_TIMEOUT    seconds between SIGTERM and SIGKILL for the workload
   KESTREL_LOG_LINES       size of the workload log ring
   VOLANT_MANIFEST         encoded manifest (highest priority source)
+
+Paths are plain strings: this module is on the boot path before the API listens, where
+pathlib (and dataclasses, typing) would cost a noticeable part of a second under TCG.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from _typeshed import StrPath
 
 VERSION = "0.1.0"
 DEFAULT_PORT = 8080
@@ -33,28 +38,72 @@ class ConfigError(Exception):
     """A setting that cannot be used (bad listen address, bad number)."""
 
 
-@dataclass(frozen=True)
 class AgentConfig:
-    listen_host: str = "0.0.0.0"
-    listen_port: int = DEFAULT_PORT
-    proc: Path = Path("/proc")
-    sys: Path = Path("/sys")
-    dev: Path = Path("/dev")
-    modules_list: Path = Path("/etc/kestrel/modules")
-    cmdline: dict[str, str] = field(default_factory=dict)
-    pid1: bool = False
-    subreaper: bool = False
-    vsock: bool = True
-    backoff_initial: float = 0.5
-    backoff_max: float = 10.0
-    stop_timeout: float = 10.0
-    log_lines: int = 1000
-    env_manifest: str | None = None
-    stage2: bool = False
+    """Everything the agent reads at start-up; path fields are strings."""
+
+    __slots__ = (
+        "backoff_initial",
+        "backoff_max",
+        "cmdline",
+        "dev",
+        "env_manifest",
+        "listen_host",
+        "listen_port",
+        "log_lines",
+        "modules_list",
+        "pid1",
+        "proc",
+        "stage2",
+        "stop_timeout",
+        "subreaper",
+        "sys",
+        "vsock",
+    )
+
+    def __init__(
+        self,
+        *,
+        listen_host: str = "0.0.0.0",
+        listen_port: int = DEFAULT_PORT,
+        proc: StrPath = "/proc",
+        sys: StrPath = "/sys",
+        dev: StrPath = "/dev",
+        modules_list: StrPath = "/etc/kestrel/modules",
+        cmdline: dict[str, str] | None = None,
+        pid1: bool = False,
+        subreaper: bool = False,
+        vsock: bool = True,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 10.0,
+        stop_timeout: float = 10.0,
+        log_lines: int = 1000,
+        env_manifest: str | None = None,
+        stage2: bool = False,
+    ) -> None:
+        self.listen_host = listen_host
+        self.listen_port = listen_port
+        self.proc: str = os.fspath(proc)
+        self.sys: str = os.fspath(sys)
+        self.dev: str = os.fspath(dev)
+        self.modules_list: str = os.fspath(modules_list)
+        self.cmdline: dict[str, str] = {} if cmdline is None else cmdline
+        self.pid1 = pid1
+        self.subreaper = subreaper
+        self.vsock = vsock
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.stop_timeout = stop_timeout
+        self.log_lines = log_lines
+        self.env_manifest = env_manifest
+        self.stage2 = stage2
 
     @property
     def debug_shell(self) -> bool:
         return self.cmdline.get("volant.debug_shell", "") in ("1", "true", "yes", "on")
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"AgentConfig({fields})"
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -92,11 +141,12 @@ def _flag(env: dict[str, str], key: str) -> bool | None:
     return raw.lower() in ("1", "true", "yes", "on")
 
 
-def read_cmdline_text(proc: Path, env: dict[str, str]) -> str:
+def read_cmdline_text(proc: StrPath, env: dict[str, str]) -> str:
     if "KESTREL_CMDLINE" in env:
         return env["KESTREL_CMDLINE"]
     try:
-        return (proc / "cmdline").read_text(errors="replace")
+        with open(os.path.join(proc, "cmdline"), errors="replace") as handle:
+            return handle.read()
     except OSError:
         return ""
 
@@ -107,11 +157,11 @@ def load_config(env: dict[str, str] | None = None, argv: list[str] | None = None
 
     env = dict(os.environ) if env is None else env
     argv = [] if argv is None else argv
-    root = Path(env.get("KESTREL_ROOT") or "/")
-    proc = Path(env.get("KESTREL_PROC") or root / "proc")
-    sys_root = Path(env.get("KESTREL_SYS") or root / "sys")
-    dev = Path(env.get("KESTREL_DEV") or root / "dev")
-    modules = Path(env.get("KESTREL_MODULES") or root / "etc/kestrel/modules")
+    root = env.get("KESTREL_ROOT") or "/"
+    proc = env.get("KESTREL_PROC") or os.path.join(root, "proc")
+    sys_root = env.get("KESTREL_SYS") or os.path.join(root, "sys")
+    dev = env.get("KESTREL_DEV") or os.path.join(root, "dev")
+    modules = env.get("KESTREL_MODULES") or os.path.join(root, "etc/kestrel/modules")
     host, port = parse_listen(env.get("KESTREL_LISTEN") or f"0.0.0.0:{DEFAULT_PORT}")
     pid1_flag = _flag(env, "KESTREL_PID1")
     pid1 = os.getpid() == 1 if pid1_flag is None else pid1_flag

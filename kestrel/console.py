@@ -8,7 +8,10 @@ kernel started, from /proc/uptime) at each boot milestone.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from _typeshed import StrPath
 
 
 def echo(line: str) -> None:
@@ -21,9 +24,10 @@ def echo(line: str) -> None:
         pass
 
 
-def uptime(proc: Path) -> float | None:
+def uptime(proc: StrPath) -> float | None:
     try:
-        return float((proc / "uptime").read_text().split()[0])
+        with open(os.path.join(proc, "uptime")) as handle:
+            return float(handle.read().split()[0])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -31,7 +35,7 @@ def uptime(proc: Path) -> float | None:
 INIT_MESSAGE = "Run /init as init process"
 
 
-def init_start_from_kmsg(kmsg: Path, message: str = INIT_MESSAGE) -> float | None:
+def init_start_from_kmsg(kmsg: StrPath, message: str = INIT_MESSAGE) -> float | None:
     """When the kernel handed over to /init, from its log (seconds since boot).
 
     PID 1's start time in /proc is the kernel's own early boot and its CPU time includes
@@ -71,7 +75,7 @@ class Timeline:
     ORDER = ("kernel", "init", "python", "kestrel", "network", "api", "workload_started",
              "workload_healthy")
 
-    def __init__(self, proc: Path) -> None:
+    def __init__(self, proc: StrPath) -> None:
         self.proc = proc
         self.marks: dict[str, float] = {"kernel": 0.0}
         self.printed = False

@@ -7,18 +7,22 @@ controlling terminal, and the shell is respawned with backoff when it exits.
 
 from __future__ import annotations
 
-import asyncio
 import os
-from pathlib import Path
+import time
 
-from kestrel.children import ChildReaper
 from kestrel.console import echo
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from _typeshed import StrPath
+
+    from kestrel.children import ChildReaper
 
 
 class DebugShell:
-    def __init__(self, reaper: ChildReaper, tty: Path, shell: str = "/bin/sh") -> None:
+    def __init__(self, reaper: ChildReaper, tty: StrPath, shell: str = "/bin/sh") -> None:
         self.reaper = reaper
-        self.tty = tty
+        self.tty = os.fspath(tty)
         self.shell = shell
         self.spawns = 0
 
@@ -27,7 +31,8 @@ class DebugShell:
             return ["/bin/busybox", "setsid", "-c", self.shell]
         return [self.shell]
 
-    async def run(self) -> None:
+    def run(self) -> None:
+        """Respawn the shell whenever it exits (blocks; run it in a thread)."""
         delay = 1.0
         while True:
             try:
@@ -54,9 +59,9 @@ class DebugShell:
                 os.close(fd)
                 return
             os.close(fd)
-            started = asyncio.get_running_loop().time()
-            await exited
-            if asyncio.get_running_loop().time() - started > 30:
+            started = time.monotonic()
+            exited.wait()
+            if time.monotonic() - started > 30:
                 delay = 1.0
-            await asyncio.sleep(delay)
+            time.sleep(delay)
             delay = min(delay * 2, 10.0)

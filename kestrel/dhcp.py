@@ -8,15 +8,19 @@ calls a script on every lease change; kestrel writes that script at start-up
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import shutil
 import signal
-from collections.abc import Callable
-from pathlib import Path
 
-from kestrel.children import ChildReaper
+from kestrel.latch import Latch
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from _typeshed import StrPath
+
+    from kestrel.children import ChildReaper
 
 SCRIPT = """#!{busybox} sh
 # Written by kestrel: apply a udhcpc lease.
@@ -48,6 +52,8 @@ def find_busybox() -> str | None:
     for candidate in ("/bin/busybox", "/usr/bin/busybox"):
         if os.access(candidate, os.X_OK):
             return candidate
+    import shutil
+
     return shutil.which("busybox")
 
 
@@ -57,23 +63,25 @@ class DhcpClient:
         reaper: ChildReaper,
         device: str,
         busybox: str,
-        script_dir: Path,
+        script_dir: StrPath,
         resolv_conf: str = "/etc/resolv.conf",
         echo: Callable[[str], None] = lambda _line: None,
     ) -> None:
         self.reaper = reaper
         self.device = device
         self.busybox = busybox
-        self.script_path = script_dir / "kestrel-udhcpc.sh"
+        self.script_path = os.path.join(script_dir, "kestrel-udhcpc.sh")
         self.resolv_conf = resolv_conf
         self.echo = echo
         self.starts = 0
         self.pid: int | None = None
+        self._stopped = Latch()
 
     def write_script(self) -> None:
-        self.script_path.parent.mkdir(parents=True, exist_ok=True)
-        self.script_path.write_text(SCRIPT.format(busybox=self.busybox, resolv=self.resolv_conf))
-        self.script_path.chmod(0o755)
+        os.makedirs(os.path.dirname(self.script_path), exist_ok=True)
+        with open(self.script_path, "w") as handle:
+            handle.write(SCRIPT.format(busybox=self.busybox, resolv=self.resolv_conf))
+        os.chmod(self.script_path, 0o755)
 
     def argv(self) -> list[str]:
         # -f: stay in the foreground (renewals); -t/-T: retries and their spacing;
@@ -85,7 +93,7 @@ class DhcpClient:
             "-i",
             self.device,
             "-s",
-            str(self.script_path),
+            self.script_path,
             "-t",
             "5",
             "-T",
@@ -95,15 +103,18 @@ class DhcpClient:
         ]
 
     def stop(self) -> None:
-        """udhcpc releases nothing on SIGTERM; the lease simply ends with the VM."""
-        if self.pid is not None:
+        """End the client; udhcpc releases nothing on SIGTERM, the lease ends with the VM."""
+        self._stopped.set()
+        pid = self.pid
+        if pid is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGTERM)
 
-    async def run(self) -> None:
+    def run(self) -> None:
+        """Keep udhcpc running until stop() (blocks; run it in a thread)."""
         self.write_script()
         delay = 1.0
-        while True:
+        while not self._stopped.is_set():
             try:
                 process, exited = self.reaper.spawn(self.argv())
             except OSError as exc:
@@ -111,12 +122,13 @@ class DhcpClient:
                 return
             self.pid = process.pid
             self.starts += 1
-            try:
-                code = await exited
-            except asyncio.CancelledError:
-                self.stop()
-                raise
+            if self._stopped.is_set():
+                self.stop()  # stop() ran between the check and the spawn
+            code = exited.wait()
             self.pid = None
+            if self._stopped.is_set():
+                return
             self.echo(f"kestrel: udhcpc exited with {code}, restarting in {delay:.0f}s")
-            await asyncio.sleep(delay)
+            if self._stopped.wait(delay):
+                return
             delay = min(delay * 2, 30.0)

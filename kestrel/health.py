@@ -2,33 +2,30 @@
 
 A failing check is reported (``/healthz`` -> ``workload.healthy``), never acted on
 by halting the VM as upstream did; volantd decides what to do. Probes run every
-0.5 s until the first success of each workload run, then every 5 s.
+0.5 s until the first success of each workload run, then every 5 s. ``run`` blocks:
+it is the body of the health thread, which ``stop`` ends.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
-from typing import Any
 
-from kestrel.httpclient import HttpClientError, request
-from kestrel.workload import Workload
+from kestrel.httpclient import HttpClientError, join_url, request
+from kestrel.latch import Latch
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from kestrel.workload import Workload
+
+__all__ = ["HealthMonitor", "join_url"]
 
 FAST_INTERVAL = 0.5
 SLOW_INTERVAL = 5.0
 DEFAULT_PROBE_TIMEOUT = 2.0
 MAX_PROBE_TIMEOUT = 5.0
-
-
-def join_url(base_url: str, path: str) -> str:
-    """``base_url`` + ``path`` keeping any path prefix of the base."""
-    if path.startswith(("http://", "https://")):
-        return path
-    base = base_url.rstrip("/")
-    if not path.startswith("/"):
-        path = "/" + path
-    return base + path
 
 
 class HealthMonitor:
@@ -53,6 +50,10 @@ class HealthMonitor:
         self.checks = 0
         self._healthy_pid: int | None = None
         self._announced = False
+        self._stopped = Latch()
+
+    def stop(self) -> None:
+        self._stopped.set()
 
     @property
     def current(self) -> bool:
@@ -81,13 +82,13 @@ class HealthMonitor:
             if self.on_first_healthy is not None:
                 self.on_first_healthy()
 
-    async def probe_once(self) -> bool:
+    def probe_once(self) -> bool:
         assert self.endpoint is not None
         url = join_url(self.workload.spec.base_url, self.endpoint)
         self.checks += 1
         self.last_check = time.time()
         try:
-            response = await request("GET", url, timeout=self.probe_timeout)
+            response = request("GET", url, timeout=self.probe_timeout)
         except HttpClientError as exc:
             self.last_status = None
             self.last_error = str(exc)
@@ -99,34 +100,35 @@ class HealthMonitor:
         self.last_error = f"health endpoint answered {response.status}"
         return False
 
-    async def run(self) -> None:
-        while True:
+    def run(self) -> None:
+        while not self._stopped.is_set():
             pid = self.workload.pid
             if self.workload.state != "running" or pid is None:
                 self.healthy = False
                 self._healthy_pid = None
-                await asyncio.sleep(FAST_INTERVAL / 2)
+                self._stopped.wait(FAST_INTERVAL / 2)
                 continue
             if self.endpoint is None:
                 # Nothing to probe: a running process is the best evidence there is.
                 self._healthy_pid = pid
                 self._mark(True)
-                await asyncio.sleep(FAST_INTERVAL / 2)
+                self._stopped.wait(FAST_INTERVAL / 2)
                 continue
             if self._healthy_pid != pid:
                 self.healthy = False
-            ok = await self.probe_once()
+            ok = self.probe_once()
             if ok and self.workload.pid == pid:
                 self._healthy_pid = pid
                 self._mark(True)
             elif not ok:
                 self.healthy = False
-            await self._sleep_while_same_run(SLOW_INTERVAL if self.healthy else FAST_INTERVAL, pid)
+            self._sleep_while_same_run(SLOW_INTERVAL if self.healthy else FAST_INTERVAL, pid)
 
-    async def _sleep_while_same_run(self, seconds: float, pid: int) -> None:
+    def _sleep_while_same_run(self, seconds: float, pid: int) -> None:
         """Sleep, but wake early when the workload restarted so the new run is probed fast."""
         deadline = time.monotonic() + seconds
         while (remaining := deadline - time.monotonic()) > 0:
-            await asyncio.sleep(min(remaining, FAST_INTERVAL / 2))
+            if self._stopped.wait(min(remaining, FAST_INTERVAL / 2)):
+                return
             if self.workload.pid != pid:
                 return

@@ -1,23 +1,35 @@
-"""A small asyncio HTTP/1.1 server: keep-alive, request bodies, streamed responses.
+"""A small threaded HTTP/1.1 server: keep-alive, request bodies, streamed responses.
 
-The agent's needs are narrow (a dozen routes, SSE, proxying), and the stdlib's
-http.server is thread-based and cannot stream to many clients cheaply, so this is
-a focused implementation. It serves any connected stream socket: TCP and AF_VSOCK.
+The agent's API must listen as early as possible after PID 1 starts, and under TCG
+every module the interpreter runs for the first time costs boot time (asyncio alone
+costs one to two seconds). So this server is built on what the interpreter already
+has: ``_socket`` (blocking sockets) and ``_thread`` (one accept thread per listener,
+one thread per connection). Handlers are plain functions; a streamed body is an
+iterator of chunks, where an empty chunk is a tick that lets the server notice a client
+that hung up. It serves any connected stream socket: TCP and AF_VSOCK.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+import _socket
+import _thread
+import time
 
-from kestrel.httpclient import HttpClientError, read_chunked
+from kestrel.console import echo
+from kestrel.httpclient import (
+    MAX_HEADER_LINE,
+    HttpClientError,
+    LineTooLong,
+    SocketReader,
+    read_chunked,
+)
 
-MAX_HEADER_BYTES = 64 * 1024
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any
+
+MAX_HEADER_BYTES = MAX_HEADER_LINE
 MAX_BODY = 64 * 1024 * 1024
 IDLE_TIMEOUT = 120.0
 
@@ -60,15 +72,26 @@ class BadRequest(Exception):
         self.status = status
 
 
-@dataclass
 class Request:
-    method: str
-    target: str
-    path: str
-    query_string: str
-    headers: list[tuple[str, str]]
-    body: bytes = b""
-    peer: str = ""
+    __slots__ = ("body", "headers", "method", "path", "peer", "query_string", "target")
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        path: str,
+        query_string: str,
+        headers: list[tuple[str, str]],
+        body: bytes = b"",
+        peer: str = "",
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.path = path
+        self.query_string = query_string
+        self.headers = headers
+        self.body = body
+        self.peer = peer
 
     def header(self, name: str) -> str | None:
         lowered = name.lower()
@@ -86,15 +109,27 @@ class Request:
         return None
 
 
-@dataclass
 class Response:
-    status: int = 200
-    body: bytes = b""
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    stream: AsyncIterator[bytes] | None = None
+    """A buffered ``body``, or a ``stream`` of chunks sent until it ends (or the client goes)."""
+
+    __slots__ = ("body", "headers", "status", "stream")
+
+    def __init__(
+        self,
+        status: int = 200,
+        body: bytes = b"",
+        headers: list[tuple[str, str]] | None = None,
+        stream: Iterator[bytes] | None = None,
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.headers: list[tuple[str, str]] = [] if headers is None else headers
+        self.stream = stream
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
+    import json  # lazily: not needed before the API listens
+
     body = json.dumps(payload, separators=(",", ":")).encode()
     return Response(status, body, [("Content-Type", "application/json")])
 
@@ -103,15 +138,10 @@ def error_response(status: int, message: str) -> Response:
     return json_response({"error": message}, status)
 
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-async def _read_request(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> Request | None:
+def _read_request(reader: SocketReader, sock: _socket.socket) -> Request | None:
     try:
-        request_line = await reader.readline()
-    except (asyncio.LimitOverrunError, ValueError):
+        request_line = reader.readline()
+    except LineTooLong:
         raise BadRequest(431, "request line too long") from None
     if not request_line:
         return None
@@ -123,8 +153,8 @@ async def _read_request(
     total = len(request_line)
     while True:
         try:
-            line = await reader.readline()
-        except (asyncio.LimitOverrunError, ValueError):
+            line = reader.readline()
+        except LineTooLong:
             raise BadRequest(431, "header line too long") from None
         if not line:
             raise BadRequest(400, "connection closed inside the headers")
@@ -146,13 +176,14 @@ async def _read_request(
     request.path = unquote(raw_path)
 
     if (request.header("expect") or "").lower() == "100-continue":
-        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.settimeout(None)
+        sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
     encoding = (request.header("transfer-encoding") or "").lower()
     length = request.header("content-length")
     if "chunked" in encoding:
         try:
-            request.body = await read_chunked(reader, MAX_BODY)
-        except HttpClientError as exc:
+            request.body = read_chunked(reader, MAX_BODY)
+        except (HttpClientError, LineTooLong) as exc:
             raise BadRequest(400, str(exc)) from None
     elif length is not None:
         try:
@@ -163,7 +194,7 @@ async def _read_request(
             raise BadRequest(400, "bad Content-Length")
         if size > MAX_BODY:
             raise BadRequest(413, "request body too large")
-        request.body = await reader.readexactly(size)
+        request.body = reader.readexactly(size)
     return request
 
 
@@ -173,118 +204,169 @@ def _head(status: int, headers: list[tuple[str, str]]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
+def _bind_addresses(host: str, port: int) -> list[tuple[int, tuple[Any, ...]]]:
+    """(family, address) pairs to bind; numeric hosts skip the resolver."""
+    if host.count(".") == 3 and host.replace(".", "").isdigit():
+        return [(_socket.AF_INET, (host, port))]
+    if ":" in host:
+        return [(_socket.AF_INET6, (host, port, 0, 0))]
+    found = _socket.getaddrinfo(
+        host or None, port, _socket.AF_UNSPEC, _socket.SOCK_STREAM, 0, _socket.AI_PASSIVE
+    )
+    unique: list[tuple[int, tuple[Any, ...]]] = []
+    for family, _kind, _proto, _name, address in found:
+        if (family, address) not in unique:
+            unique.append((family, address))
+    return unique
+
+
 class HttpServer:
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Callable[[Request], Response]) -> None:
         self.handler = handler
-        self.servers: list[asyncio.Server] = []
-        self._connections: set[asyncio.Task[None]] = set()
+        self.listeners: list[_socket.socket] = []
+        self._connections: set[_socket.socket] = set()
+        self._lock = _thread.allocate_lock()
+        self._closed = False
 
-    async def listen_tcp(self, host: str, port: int) -> asyncio.Server:
-        server = await asyncio.start_server(
-            self._connection, host, port, limit=MAX_HEADER_BYTES, reuse_address=True
-        )
-        self.servers.append(server)
-        return server
+    def listen_tcp(self, host: str, port: int) -> None:
+        """Bind and listen (connections queue from here on), then accept in a thread."""
+        sockets: list[_socket.socket] = []
+        try:
+            for family, address in _bind_addresses(host, port):
+                sock = _socket.socket(family, _socket.SOCK_STREAM)
+                sockets.append(sock)
+                sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+                if family == _socket.AF_INET6:
+                    sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+                sock.listen(128)
+        except OSError:
+            for sock in sockets:
+                sock.close()
+            raise
+        for sock in sockets:
+            self.listen_socket(sock)
 
-    async def listen_socket(self, sock: socket.socket) -> asyncio.Server:
-        server = await asyncio.start_server(self._connection, sock=sock, limit=MAX_HEADER_BYTES)
-        self.servers.append(server)
-        return server
+    def listen_socket(self, sock: _socket.socket) -> None:
+        """Serve an already listening socket."""
+        sock.settimeout(None)
+        self.listeners.append(sock)
+        _thread.start_new_thread(self._accept_loop, (sock,))
 
     def bound_port(self) -> int:
-        return int(self.servers[0].sockets[0].getsockname()[1])
+        return int(self.listeners[0].getsockname()[1])
 
-    async def close(self) -> None:
-        for server in self.servers:
-            server.close()
-        for task in list(self._connections):
-            task.cancel()
-        for server in self.servers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
+    def close(self) -> None:
+        """Stop accepting and end every open connection (streams included)."""
+        import contextlib
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._connections.add(task)
-        peer = writer.get_extra_info("peername")
+        self._closed = True
+        for sock in self.listeners:
+            with contextlib.suppress(OSError):
+                sock.shutdown(_socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            sock.close()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(_socket.SHUT_RDWR)
+
+    def _accept_loop(self, listener: _socket.socket) -> None:
+        while not self._closed:
+            try:
+                # _socket's accept: the socket module's wrapper is what we avoid importing.
+                fd, address = listener._accept()  # type: ignore[attr-defined]
+            except OSError:
+                if self._closed:
+                    return
+                time.sleep(0.05)  # EMFILE and friends: do not spin
+                continue
+            conn = _socket.socket(listener.family, listener.type, listener.proto, fd)
+            try:
+                _thread.start_new_thread(self._connection, (conn, address))
+            except RuntimeError:
+                conn.close()
+
+    def _connection(self, conn: _socket.socket, address: Any) -> None:
+        with self._lock:
+            if self._closed:  # close() set the flag before taking its snapshot
+                conn.close()
+                return
+            self._connections.add(conn)
+        peer = str(address[0]) if isinstance(address, tuple) and address else str(address)
+        reader = SocketReader(conn, MAX_HEADER_BYTES)
         try:
             while True:
+                reader.deadline = time.monotonic() + IDLE_TIMEOUT
                 try:
-                    request = await asyncio.wait_for(_read_request(reader, writer), IDLE_TIMEOUT)
+                    request = _read_request(reader, conn)
                 except BadRequest as exc:
-                    await self._send(writer, None, error_response(exc.status, str(exc)), False)
+                    self._send(conn, None, error_response(exc.status, str(exc)), False)
                     return
                 if request is None:
                     return
-                request.peer = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+                request.peer = peer
                 try:
-                    response = await self.handler(request)
+                    response = self.handler(request)
                 except Exception as exc:
                     response = error_response(500, f"internal error: {exc}")
                 wants_close = (request.header("connection") or "").lower() == "close"
                 keep_alive = not wants_close and response.stream is None
-                await self._send(writer, request, response, keep_alive, reader)
+                self._send(conn, request, response, keep_alive, reader)
                 if not keep_alive:
                     return
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, OSError):
+        except (OSError, EOFError):  # timeouts, resets, a client gone mid-request
             return
+        except Exception as exc:  # a bug must not print a traceback on the console
+            echo(f"kestrel: connection from {peer} failed: {exc!r}")
         finally:
-            if task is not None:
-                self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            with self._lock:
+                self._connections.discard(conn)
+            conn.close()
 
-    async def _send(
+    def _send(
         self,
-        writer: asyncio.StreamWriter,
+        conn: _socket.socket,
         request: Request | None,
         response: Response,
         keep_alive: bool,
-        reader: asyncio.StreamReader | None = None,
+        reader: SocketReader | None = None,
     ) -> None:
         skip = {"content-length", "connection", "transfer-encoding"}
         headers = [(k, v) for k, v in response.headers if k.lower() not in skip]
         headers.append(("Connection", "keep-alive" if keep_alive else "close"))
+        conn.settimeout(None)
         if response.stream is None:
             no_body = response.status in (204, 304) or response.status < 200
             if not no_body:
                 headers.append(("Content-Length", str(len(response.body))))
-            writer.write(_head(response.status, headers))
+            data = _head(response.status, headers)
             if request is not None and request.method != "HEAD" and not no_body:
-                writer.write(response.body)
-            await writer.drain()
+                data += response.body
+            conn.sendall(data)
             return
         # A streamed body is delimited by closing the connection.
-        writer.write(_head(response.status, headers))
-        await writer.drain()
-        await self._pump(writer, response.stream, reader)
+        conn.sendall(_head(response.status, headers))
+        self._pump(conn, response.stream, reader)
 
-    async def _pump(
-        self,
-        writer: asyncio.StreamWriter,
-        stream: AsyncIterator[bytes],
-        reader: asyncio.StreamReader | None,
+    def _pump(
+        self, conn: _socket.socket, stream: Iterator[bytes], reader: SocketReader | None
     ) -> None:
-        async def copy() -> None:
-            async for chunk in stream:
-                writer.write(chunk)
-                await writer.drain()
+        import contextlib
+        import select
 
-        copier = asyncio.ensure_future(copy())
-        watcher = asyncio.ensure_future(reader.read(1)) if reader is not None else None
-        waiting: set[asyncio.Future[Any]] = {copier}
-        if watcher is not None:
-            waiting.add(watcher)
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN)
         try:
-            # The client hanging up ends the stream at once instead of at the next write.
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            for chunk in stream:
+                if chunk:
+                    conn.sendall(chunk)
+                # The client hanging up (or sending anything) ends the stream at once
+                # instead of at the next write; empty chunks are ticks for this check.
+                if self._closed or (reader is not None and reader.buffer) or poller.poll(0):
+                    return
         finally:
-            for future in waiting:
-                future.cancel()
-            await asyncio.wait([copier])
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
+            close = getattr(stream, "close", None)
+            if close is not None:
                 with contextlib.suppress(Exception):
-                    await aclose()
+                    close()

@@ -15,8 +15,6 @@ The netmask may be dotted (255.255.255.0), a prefix length (24) or /24.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 STATIC_MODES = frozenset({"", "off", "none", "static"})
 DHCP_MODES = frozenset({"on", "any", "dhcp", "bootp", "rarp", "both"})
 
@@ -45,16 +43,54 @@ def format_ipv4(value: int) -> str:
     return ".".join(str(value >> shift & 0xFF) for shift in (24, 16, 8, 0))
 
 
-@dataclass(frozen=True)
 class IpConfig:
-    client_ip: str | None = None
-    prefix_len: int | None = None
-    server_ip: str | None = None
-    gateway: str | None = None
-    hostname: str | None = None
-    device: str = "eth0"
-    autoconf: str = "off"
-    dns: tuple[str, ...] = field(default_factory=tuple)
+    """The parsed ``ip=`` value (a plain class: no dataclasses on the boot path)."""
+
+    __slots__ = (
+        "autoconf",
+        "client_ip",
+        "device",
+        "dns",
+        "gateway",
+        "hostname",
+        "prefix_len",
+        "server_ip",
+    )
+
+    def __init__(
+        self,
+        client_ip: str | None = None,
+        prefix_len: int | None = None,
+        server_ip: str | None = None,
+        gateway: str | None = None,
+        hostname: str | None = None,
+        device: str = "eth0",
+        autoconf: str = "off",
+        dns: tuple[str, ...] = (),
+    ) -> None:
+        self.client_ip = client_ip
+        self.prefix_len = prefix_len
+        self.server_ip = server_ip
+        self.gateway = gateway
+        self.hostname = hostname
+        self.device = device
+        self.autoconf = autoconf
+        self.dns = dns
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, IpConfig):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"IpConfig({fields})"
 
     @property
     def netmask(self) -> str | None:

@@ -1,21 +1,27 @@
-"""Entry point: ``kestrel`` / ``python -m kestrel [stage2]``.
+"""Entry point: ``kestrel`` / ``python -m kestrel [stage2]``; in the guest, /init runs
+``python3 -I -S -c "...from kestrel.main import main..."`` (see pid1.PYTHON_ARGV).
 
 As PID 1: mounts, modules, maybe switch_root (stage 1), then network, then the
-asyncio agent; when the agent stops (SIGTERM or POST /v1/system/shutdown) the VM
-is powered off. PID 1 never exits -- that would panic the kernel.
+agent; when the agent stops (SIGTERM or POST /v1/system/shutdown) the VM is powered
+off. PID 1 never exits -- that would panic the kernel.
 Elsewhere (tests, a developer host) the same agent runs without the PID-1 duties.
+
+Everything up to the listening API imports only what the interpreter already has
+plus ctypes: under TCG the first run of any code is what boot time is made of.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import time
-import traceback
 
-from kestrel.config import AgentConfig, ConfigError, load_config
+from kestrel.config import ConfigError, load_config
 from kestrel.console import Timeline, echo, init_start_from_kmsg, uptime
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from kestrel.config import AgentConfig
 
 
 def configure_network(config: AgentConfig) -> str | None:
@@ -73,8 +79,6 @@ def set_clock_from_cmdline(config: AgentConfig) -> None:
     except ValueError:
         echo(f"kestrel: volant.clock={raw!r} is not a number")
         return
-    from kestrel.console import uptime
-
     target = host_time + (uptime(config.proc) or 0.0)
     if time.time() >= target - 60:
         return  # the clock is already sane
@@ -99,13 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     # When the interpreter had started and imported us (before mounts and modules), so
     # the timeline separates Python's start from PID 1's own setup work.
     python_up = uptime(config.proc)
+    late_modules: list[str] = []
     if config.pid1:
         from kestrel.pid1 import stage1
 
-        stage1(config)  # may exec switch_root and never return
+        late_modules = stage1(config)  # may exec switch_root and never return
     timeline = Timeline(config.proc)
     if config.pid1:
-        timeline.mark("init", init_start_from_kmsg(config.dev / "kmsg"))
+        timeline.mark("init", init_start_from_kmsg(os.path.join(config.dev, "kmsg")))
         if python_up is not None:
             timeline.mark("python", python_up)
         set_clock_from_cmdline(config)
@@ -122,12 +127,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from kestrel.agent import Agent
 
-    agent = Agent(config, timeline, dhcp_device=dhcp_device)
+    agent = Agent(config, timeline, dhcp_device=dhcp_device, late_modules=late_modules)
     try:
-        asyncio.run(agent.run())
+        agent.run()
     except KeyboardInterrupt:
         pass
     except Exception:
+        import traceback
+
         echo("kestrel: agent failed:\n" + traceback.format_exc())
         if not config.pid1:
             return 1

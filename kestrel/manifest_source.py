@@ -8,23 +8,26 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+import time
 
 from kestrel.httpclient import HttpClientError, request
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 
 class ManifestUnavailable(Exception):
     """No source produced a manifest; the message lists what was tried."""
 
 
-@dataclass(frozen=True)
 class LoadedManifest:
-    manifest: dict[str, Any]
-    source: str  # "env" | "cmdline" | "api"
+    __slots__ = ("manifest", "source")
+
+    def __init__(self, manifest: dict[str, Any], source: str) -> None:
+        self.manifest = manifest
+        self.source = source  # "env" | "cmdline" | "api"
 
 
 def local_manifest(env_value: str | None, cmdline: dict[str, str]) -> LoadedManifest | None:
@@ -50,14 +53,16 @@ def manifest_url(cmdline: dict[str, str]) -> str | None:
     return f"http://{host}:{port}/api/v1/plugins/{plugin}/manifest"
 
 
-async def fetch_manifest(
+def fetch_manifest(
     cmdline: dict[str, str],
     attempts: int = 5,
     first_delay: float = 0.5,
     timeout: float = 5.0,
     log: Callable[[str], None] = lambda _msg: None,
 ) -> LoadedManifest:
-    """Source 3, with exponential backoff between attempts."""
+    """Source 3, with exponential backoff between attempts (blocks)."""
+    import json
+
     url = manifest_url(cmdline)
     if url is None:
         raise ManifestUnavailable(
@@ -72,7 +77,7 @@ async def fetch_manifest(
     last_error = ""
     for attempt in range(1, attempts + 1):
         try:
-            response = await request("GET", url, headers, timeout=timeout)
+            response = request("GET", url, headers, timeout=timeout)
             if response.status == 200:
                 document = json.loads(response.body)
                 if not isinstance(document, dict):
@@ -87,6 +92,6 @@ async def fetch_manifest(
             last_error = str(exc)
         log(f"kestrel: manifest fetch attempt {attempt}/{attempts} failed: {last_error}")
         if attempt < attempts:
-            await asyncio.sleep(delay)
+            time.sleep(delay)
             delay = min(delay * 2, 8.0)
     raise ManifestUnavailable(f"manifest fetch failed: {last_error}")

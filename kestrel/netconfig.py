@@ -2,21 +2,26 @@
 
 SIOCSIFADDR / SIOCSIFNETMASK set the address, SIOCSIFFLAGS brings the link up and
 SIOCADDRT adds the default route: each a single syscall on an AF_INET datagram
-socket, which is all a VM with one NIC needs.
+socket, which is all a VM with one NIC needs. It uses ``_socket`` rather than
+``socket``: the latter builds its enums at import, a visible cost under TCG before
+the API listens.
 """
 
 from __future__ import annotations
 
+import _socket
 import ctypes
 import errno
 import fcntl
 import os
-import socket
 import struct
 import time
-from pathlib import Path
 
-from kestrel.ipconfig import IpConfig
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from _typeshed import StrPath
+
+    from kestrel.ipconfig import IpConfig
 
 SIOCADDRT = 0x890B
 SIOCGIFFLAGS = 0x8913
@@ -58,8 +63,8 @@ class _RtEntry(ctypes.Structure):
 
 def _inet(address: str) -> _SockAddr:
     sa = _SockAddr()
-    sa.family = socket.AF_INET
-    packed = struct.pack("!H4s", 0, socket.inet_aton(address))
+    sa.family = _socket.AF_INET
+    packed = struct.pack("!H4s", 0, _socket.inet_aton(address))
     for index, byte in enumerate(packed):
         sa.data[index] = byte
     return sa
@@ -67,31 +72,31 @@ def _inet(address: str) -> _SockAddr:
 
 def _ifreq_addr(name: str, address: str) -> bytes:
     """struct ifreq carrying a sockaddr_in (40 bytes on 64-bit Linux)."""
-    sockaddr = struct.pack("=H", socket.AF_INET)
-    sockaddr += struct.pack("!H4s", 0, socket.inet_aton(address)) + b"\0" * 8
+    sockaddr = struct.pack("=H", _socket.AF_INET)
+    sockaddr += struct.pack("!H4s", 0, _socket.inet_aton(address)) + b"\0" * 8
     return struct.pack("16s", name.encode()) + sockaddr + b"\0" * 8
 
 
-def _ioctl(sock: socket.socket, request: int, arg: bytes, what: str) -> bytes:
+def _ioctl(sock: _socket.socket, request: int, arg: bytes, what: str) -> bytes:
     try:
         return fcntl.ioctl(sock.fileno(), request, arg)
     except OSError as exc:
         raise NetConfigError(exc.errno, f"{what}: {exc.strerror}") from None
 
 
-def wait_for_interface(sys_root: Path, name: str, timeout: float) -> bool:
+def wait_for_interface(sys_root: StrPath, name: str, timeout: float) -> bool:
     """virtio_net registers eth0 shortly after the module loads; poll sysfs for it."""
     deadline = time.monotonic() + timeout
-    path = sys_root / "class/net" / name
+    path = os.path.join(sys_root, "class/net", name)
     while True:
-        if path.exists():
+        if os.path.exists(path):
             return True
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.01)
 
 
-def link_up(sock: socket.socket, name: str) -> None:
+def link_up(sock: _socket.socket, name: str) -> None:
     request = struct.pack("16sH22x", name.encode(), 0)
     flags = struct.unpack("16sH22x", _ioctl(sock, SIOCGIFFLAGS, request, f"get flags {name}"))[1]
     if not flags & IFF_UP:
@@ -103,7 +108,7 @@ def link_up(sock: socket.socket, name: str) -> None:
         )
 
 
-def add_default_route(sock: socket.socket, gateway: str, device: str) -> None:
+def add_default_route(sock: _socket.socket, gateway: str, device: str) -> None:
     entry = _RtEntry()
     entry.rt_dst = _inet("0.0.0.0")
     entry.rt_genmask = _inet("0.0.0.0")
@@ -121,7 +126,8 @@ def add_default_route(sock: socket.socket, gateway: str, device: str) -> None:
 
 def configure_interface(config: IpConfig) -> None:
     """Address, netmask, link up, default route; idempotent."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
         link_up(sock, "lo")
         if config.client_ip is not None:
             _ioctl(
@@ -140,10 +146,12 @@ def configure_interface(config: IpConfig) -> None:
         link_up(sock, config.device)
         if config.gateway is not None and config.client_ip is not None:
             add_default_route(sock, config.gateway, config.device)
+    finally:
+        sock.close()
 
 
 def set_hostname(name: str) -> None:
-    socket.sethostname(name)
+    _socket.sethostname(name)
 
 
 def write_resolv_conf(servers: tuple[str, ...], path: str = "/etc/resolv.conf") -> None:
@@ -156,26 +164,29 @@ def write_resolv_conf(servers: tuple[str, ...], path: str = "/etc/resolv.conf") 
         pass
 
 
-def interface_addresses(sys_root: Path) -> dict[str, list[str]]:
+def interface_addresses(sys_root: StrPath) -> dict[str, list[str]]:
     """IPv4 addresses per interface (SIOCGIFADDR), names from sysfs."""
     result: dict[str, list[str]] = {}
     try:
-        names = sorted(os.listdir(sys_root / "class/net"))
+        names = sorted(os.listdir(os.path.join(sys_root, "class/net")))
     except OSError:
-        names = [name for _, name in socket.if_nameindex()]
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        names = [name for _, name in _socket.if_nameindex()]
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
         for name in names:
             addresses: list[str] = []
             try:
                 reply = fcntl.ioctl(sock.fileno(), 0x8915, struct.pack("16s24x", name.encode()))
-                address = socket.inet_ntoa(reply[20:24])
+                address = _socket.inet_ntoa(reply[20:24])
                 mask_reply = fcntl.ioctl(
                     sock.fileno(), 0x891B, struct.pack("16s24x", name.encode())
                 )
-                mask = socket.inet_ntoa(mask_reply[20:24])
-                prefix = bin(int.from_bytes(socket.inet_aton(mask), "big")).count("1")
+                mask = _socket.inet_ntoa(mask_reply[20:24])
+                prefix = bin(int.from_bytes(_socket.inet_aton(mask), "big")).count("1")
                 addresses.append(f"{address}/{prefix}")
             except OSError:
                 pass
             result[name] = addresses
+    finally:
+        sock.close()
     return result

@@ -6,32 +6,67 @@ AgentConfig so nothing here is hard-wired to the real /proc, /sys or /dev.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from kestrel import syscalls
 from kestrel.bootmode import BootModeError, RootChoice, boot_mode, choose_root
-from kestrel.config import AgentConfig
 from kestrel.console import echo
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from _typeshed import StrPath
+
+    from kestrel.config import AgentConfig
 
 NEW_ROOT = "/mnt/volant-root"
 PYTHON = "/usr/bin/python3"
 ROOT_WAIT_SECONDS = 10.0
+#: Where the image puts the kestrel package (Debian's dist-packages directory).
+KESTREL_PATH = "/usr/lib/python3/dist-packages"
+#: How /init (volant/images/builder.py INIT_SCRIPT) and switch_root start kestrel. ``-S``
+#: skips site and Debian's sitecustomize, ``-c`` skips runpy (what ``-m`` costs): under
+#: TCG every module the interpreter runs for the first time costs start-up time.
+PYTHON_ARGV = (
+    PYTHON,
+    "-X",
+    "frozen_modules=on",
+    "-I",
+    "-S",
+    "-c",
+    f"import sys; sys.path.append({KESTREL_PATH!r}); "
+    "from kestrel.main import main; sys.exit(main())",
+)
+#: What only the cloud-init seed needs (ISO9660 or FAT): loaded once the API listens, as
+#: nothing before it mounts the seed (about 60 ms of boot under TCG). Root filesystems
+#: (ext4, xfs, btrfs) are never deferred: stage 1 may switch_root into one.
+SEED_MODULES = frozenset({"cdrom", "isofs", "fat", "vfat", "nls_cp437", "nls_ascii", "nls_utf8"})
 
 
-@dataclass(frozen=True)
 class MountSpec:
-    source: str
-    target: Path
-    fstype: str
-    flags: int = 0
-    data: str = ""
-    mode: int = 0o755
+    __slots__ = ("data", "flags", "fstype", "mode", "source", "target")
+
+    def __init__(
+        self,
+        source: str,
+        target: StrPath,
+        fstype: str,
+        flags: int = 0,
+        data: str = "",
+        mode: int = 0o755,
+    ) -> None:
+        self.source = source
+        self.target: str = os.fspath(target)
+        self.fstype = fstype
+        self.flags = flags
+        self.data = data
+        self.mode = mode
+
+    def __repr__(self) -> str:
+        return f"MountSpec({self.fstype} {self.source} on {self.target})"
 
 
 def basic_mounts(config: AgentConfig) -> list[MountSpec]:
@@ -42,14 +77,16 @@ def basic_mounts(config: AgentConfig) -> list[MountSpec]:
         MountSpec("devtmpfs", config.dev, "devtmpfs", syscalls.MS_NOSUID, "mode=0755"),
         MountSpec(
             "devpts",
-            config.dev / "pts",
+            os.path.join(config.dev, "pts"),
             "devpts",
             syscalls.MS_NOSUID | syscalls.MS_NOEXEC,
             "mode=0620,gid=5,ptmxmode=0666",
         ),
-        MountSpec("tmpfs", config.dev / "shm", "tmpfs", nosuid_nodev, "mode=1777", 0o1777),
-        MountSpec("tmpfs", Path("/run"), "tmpfs", nosuid_nodev, "mode=0755"),
-        MountSpec("tmpfs", Path("/tmp"), "tmpfs", nosuid_nodev, "mode=1777", 0o1777),
+        MountSpec(
+            "tmpfs", os.path.join(config.dev, "shm"), "tmpfs", nosuid_nodev, "mode=1777", 0o1777
+        ),
+        MountSpec("tmpfs", "/run", "tmpfs", nosuid_nodev, "mode=0755"),
+        MountSpec("tmpfs", "/tmp", "tmpfs", nosuid_nodev, "mode=1777", 0o1777),
     ]
 
 
@@ -58,16 +95,16 @@ def mount_all(specs: list[MountSpec], log: Callable[[str], None] = echo) -> list
     mounted: list[str] = []
     for spec in specs:
         try:
-            spec.target.mkdir(mode=spec.mode, parents=True, exist_ok=True)
-            syscalls.mount(spec.source, str(spec.target), spec.fstype, spec.flags, spec.data)
-            mounted.append(str(spec.target))
+            os.makedirs(spec.target, spec.mode, exist_ok=True)
+            syscalls.mount(spec.source, spec.target, spec.fstype, spec.flags, spec.data)
+            mounted.append(spec.target)
         except OSError as exc:
             if exc.errno != errno.EBUSY:
                 log(f"kestrel: mount {spec.fstype} on {spec.target} failed: {exc}")
     return mounted
 
 
-def ensure_console(dev: Path) -> None:
+def ensure_console(dev: StrPath) -> None:
     """Make fds 0-2 point at the console if the kernel left them closed."""
     try:
         os.fstat(1)
@@ -76,7 +113,7 @@ def ensure_console(dev: Path) -> None:
         pass
     for name in ("console", "ttyS0"):
         try:
-            fd = os.open(dev / name, os.O_RDWR | os.O_NOCTTY)
+            fd = os.open(os.path.join(dev, name), os.O_RDWR | os.O_NOCTTY)
         except OSError:
             continue
         for target in (0, 1, 2):
@@ -86,16 +123,30 @@ def ensure_console(dev: Path) -> None:
         return
 
 
-@dataclass
 class ModuleReport:
-    loaded: list[str] = field(default_factory=list)
-    already: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
+    __slots__ = ("already", "deferred", "failed", "loaded")
+
+    def __init__(self) -> None:
+        self.loaded: list[str] = []
+        self.already: list[str] = []
+        self.failed: dict[str, str] = {}
+        self.deferred: list[str] = []
 
 
-def read_module_list(path: Path) -> list[str]:
+def module_name(path: str) -> str:
+    """``/lib/modules/<release>/kernel/fs/isofs/isofs.ko`` -> ``isofs``."""
+    name = path.rsplit("/", 1)[-1]
+    return name[: -len(".ko")] if name.endswith(".ko") else name
+
+
+def is_seed_module(path: str) -> bool:
+    return module_name(path) in SEED_MODULES
+
+
+def read_module_list(path: StrPath) -> list[str]:
     try:
-        text = path.read_text()
+        with open(path) as handle:
+            text = handle.read()
     except OSError:
         return []
     entries = []
@@ -106,10 +157,30 @@ def read_module_list(path: Path) -> list[str]:
     return entries
 
 
-def load_modules(path: Path, loader: Callable[[str], bool] = syscalls.finit_module) -> ModuleReport:
-    """Load the listed modules in order (the list is already dependency-sorted)."""
+def load_modules(
+    path: StrPath,
+    loader: Callable[[str], bool] = syscalls.finit_module,
+    defer: Callable[[str], bool] | None = None,
+) -> ModuleReport:
+    """Load the listed modules in order (the list is already dependency-sorted).
+
+    Modules ``defer`` picks are only listed in ``report.deferred``, in order, for
+    load_module_list later."""
     report = ModuleReport()
-    for module in read_module_list(path):
+    modules = read_module_list(path)
+    if defer is not None:
+        report.deferred = [module for module in modules if defer(module)]
+        modules = [module for module in modules if not defer(module)]
+    return load_module_list(modules, loader, report)
+
+
+def load_module_list(
+    modules: list[str],
+    loader: Callable[[str], bool] = syscalls.finit_module,
+    report: ModuleReport | None = None,
+) -> ModuleReport:
+    report = ModuleReport() if report is None else report
+    for module in modules:
         try:
             if loader(module):
                 report.loaded.append(module)
@@ -134,62 +205,56 @@ def wait_for_root(config: AgentConfig, deadline_seconds: float) -> RootChoice | 
 
 def switch_root(choice: RootChoice, config: AgentConfig) -> None:
     """Mount the root disk and hand PID 1 to kestrel stage 2 inside it (never returns)."""
-    Path(NEW_ROOT).mkdir(parents=True, exist_ok=True)
+    os.makedirs(NEW_ROOT, exist_ok=True)
     syscalls.mount(choice.device, NEW_ROOT, choice.fstype, syscalls.MS_RELATIME)
     echo(f"kestrel: switching root to {choice.device} ({choice.fstype}, label {choice.label})")
     # switch_root wipes the initramfs; move the API filesystems along so stage 2 finds them.
     for target in (config.dev, config.proc, config.sys):
-        destination = Path(NEW_ROOT) / str(target).lstrip("/")
+        destination = os.path.join(NEW_ROOT, target.lstrip("/"))
         try:
-            destination.mkdir(parents=True, exist_ok=True)
-            syscalls.mount(str(target), str(destination), "", syscalls.MS_MOVE)
+            os.makedirs(destination, exist_ok=True)
+            syscalls.mount(target, destination, "", syscalls.MS_MOVE)
         except OSError as exc:
             echo(f"kestrel: moving {target} failed: {exc}")
     os.sync()
-    os.execv(
-        "/bin/busybox",
-        [
-            "switch_root",
-            NEW_ROOT,
-            PYTHON,
-            "-X",
-            "frozen_modules=on",
-            "-I",
-            "-m",
-            "kestrel",
-            "stage2",
-        ],
-    )
+    os.execv("/bin/busybox", ["switch_root", NEW_ROOT, *PYTHON_ARGV, "stage2"])
 
 
-def stage1(config: AgentConfig) -> None:
-    """Mounts, console, modules, and the root decision. Returns when staying on initramfs."""
+def report_module_failures(report: ModuleReport) -> None:
+    for module, reason in report.failed.items():
+        echo(f"kestrel: module {module}: {reason}")
+
+
+def stage1(config: AgentConfig) -> list[str]:
+    """Mounts, console, modules, and the root decision. Returns when staying on initramfs,
+    with the modules left to load once the API listens (the seed's filesystems)."""
     mount_all(basic_mounts(config))
     ensure_console(config.dev)
-    report = load_modules(config.modules_list)
-    if report.failed:
-        for module, reason in report.failed.items():
-            echo(f"kestrel: module {module}: {reason}")
+    report = load_modules(config.modules_list, defer=is_seed_module)
+    report_module_failures(report)
     if config.stage2:
-        return
+        return report.deferred
     mode = boot_mode(config.cmdline)
     if mode == "initramfs":
-        return
+        return report.deferred
     try:
         choice = wait_for_root(config, ROOT_WAIT_SECONDS if mode == "rootfs" else 0.0)
     except BootModeError as exc:
         echo(f"kestrel: {exc}; staying on the initramfs")
-        return
+        return report.deferred
     if choice is None:
-        return
+        return report.deferred
     try:
         switch_root(choice, config)
     except OSError as exc:
         echo(f"kestrel: switch_root into {choice.device} failed: {exc}; staying on the initramfs")
+    return report.deferred
 
 
 def sync_unmount_power_off(log: Callable[[str], None] = echo) -> None:
     """Final step as PID 1: flush, unmount what can be unmounted, power off."""
+    import contextlib
+
     os.sync()
     for target in ("/mnt/volant-root", "/tmp", "/run", "/dev/shm", "/dev/pts"):
         with contextlib.suppress(OSError):

@@ -10,24 +10,34 @@ content, since user-data often carries secrets.
 
 from __future__ import annotations
 
+import _thread
 import os
-import threading
-from collections.abc import Callable, Iterable
-from pathlib import Path
-from typing import Any
 
 from kestrel import syscalls
-from kestrel.blockdev import BlockDevice, is_seed_label, list_block_devices
-from kestrel.config import AgentConfig
+from kestrel.blockdev import is_seed_label, list_block_devices
 
-SEED_MOUNTPOINT = Path("/run/kestrel/seed")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any
+
+    from _typeshed import StrPath
+
+    from kestrel.blockdev import BlockDevice
+    from kestrel.config import AgentConfig
+    from kestrel.latch import Latch
+
+SEED_MOUNTPOINT = "/run/kestrel/seed"
 #: The NoCloud documents, in the order cloud-init reads them.
 SEED_FILES = ("meta-data", "user-data", "vendor-data", "network-config")
 SEED_FSTYPES = frozenset({"iso9660", "vfat"})
 _MOUNT_FLAGS = syscalls.MS_RDONLY | syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
 _MAX_DOCUMENT_BYTES = 16 << 20
+#: How long a first mount waits for the seed's filesystem modules (loaded after the API).
+MODULES_WAIT_SECONDS = 30.0
 
-Mounter = Callable[[str, str, str, int, str], None]
+if TYPE_CHECKING:
+    Mounter = Callable[[str, str, str, int, str], None]
 
 
 def find_seed(devices: Iterable[BlockDevice]) -> BlockDevice | None:
@@ -39,13 +49,13 @@ def find_seed(devices: Iterable[BlockDevice]) -> BlockDevice | None:
     return None
 
 
-def summarize_documents(directory: Path) -> dict[str, dict[str, Any]]:
+def summarize_documents(directory: StrPath) -> dict[str, dict[str, Any]]:
     """``{name: {"size_bytes", "sha256"}}`` for each NoCloud document in ``directory``."""
     import hashlib  # only when asked: kept off the boot path
 
     found: dict[str, dict[str, Any]] = {}
     for name in SEED_FILES:
-        path = directory / name
+        path = os.path.join(directory, name)
         try:
             with open(path, "rb") as handle:
                 data = handle.read(_MAX_DOCUMENT_BYTES + 1)
@@ -69,23 +79,27 @@ class SeedMount:
     def __init__(
         self,
         config: AgentConfig,
-        mountpoint: Path = SEED_MOUNTPOINT,
+        mountpoint: StrPath = SEED_MOUNTPOINT,
         mount: Mounter = syscalls.mount,
+        modules_loaded: Latch | None = None,
     ) -> None:
         self.config = config
-        self.mountpoint = mountpoint
+        self.modules_loaded = modules_loaded
+        self.mountpoint: str = os.fspath(mountpoint)
         self._mount = mount
         self._mounted_from: str | None = None
         self._error: str | None = None
-        self._lock = threading.Lock()  # the info route runs in worker threads
+        self._lock = _thread.allocate_lock()  # the info route runs in connection threads
 
     def _ensure_mounted(self, device: BlockDevice) -> None:
         if self._mounted_from == device.path or not self.config.pid1:
             return
+        if self.modules_loaded is not None:
+            self.modules_loaded.wait(MODULES_WAIT_SECONDS)
         try:
-            self.mountpoint.mkdir(mode=0o755, parents=True, exist_ok=True)
+            os.makedirs(self.mountpoint, 0o755, exist_ok=True)
             fstype = device.filesystem.type or ""
-            self._mount(device.path, str(self.mountpoint), fstype, _MOUNT_FLAGS, "")
+            self._mount(device.path, self.mountpoint, fstype, _MOUNT_FLAGS, "")
         except OSError as exc:
             self._error = f"mounting {device.path} ({device.filesystem.type}) failed: {exc}"
             return
@@ -106,7 +120,7 @@ class SeedMount:
             "device": device.path,
             "fstype": device.filesystem.type,
             "label": device.filesystem.label,
-            "mountpoint": str(self.mountpoint),
+            "mountpoint": self.mountpoint,
             "documents": summarize_documents(self.mountpoint),
             "error": error,
         }

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import _socket
 import os
-import socket
-from typing import Any
 
 from kestrel.blockdev import list_block_devices
-from kestrel.config import AgentConfig
 from kestrel.console import uptime
 from kestrel.netconfig import interface_addresses
 from kestrel.seed import SeedMount
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from kestrel.config import AgentConfig
+
 
 def system_info(config: AgentConfig, seed: SeedMount | None = None) -> dict[str, Any]:
-    """Blocking (reads devices, may mount the seed): call it from a worker thread."""
+    """Blocking (reads devices, may mount the seed): runs in the request's thread."""
     uname = os.uname()
     devices = list_block_devices(config.sys, config.dev)
     seed = seed or SeedMount(config)
     return {
-        "hostname": socket.gethostname(),
+        "hostname": _socket.gethostname(),
         "kernel": {"release": uname.release, "version": uname.version, "machine": uname.machine},
         "uptime_seconds": uptime(config.proc),
         "interfaces": [

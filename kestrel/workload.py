@@ -1,35 +1,56 @@
 """The workload actor: start ``workload.entrypoint``, restart it with backoff, stop it.
 
-One asyncio task owns the process. Its stdout/stderr are read line by line into
-the log ring and echoed to the console. Exit statuses arrive from the ChildReaper
-(never from a waitpid of our own, which could race with the PID-1 reaper).
+One thread owns the process (``run``). Its stdout/stderr are read line by line by
+two reader threads into the log ring and echoed to the console. Exit statuses
+arrive from the ChildReaper (never from a waitpid of our own, which could race
+with the PID-1 reaper).
 """
 
 from __future__ import annotations
 
-import asyncio
+import _thread
 import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
-from kestrel.children import ChildReaper
-from kestrel.logring import LogRing
+from kestrel.latch import Latch
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import threading
+    from collections.abc import Callable
+    from typing import IO, Any
+
+    from kestrel.children import ChildReaper, ExitStatus
+    from kestrel.logring import LogRing
 
 MAX_LINE = 16 * 1024
 STABLE_AFTER = 30.0  # a run this long resets the backoff
+PIPE_DRAIN_SECONDS = 1.0
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@dataclass(frozen=True)
 class WorkloadSpec:
-    entrypoint: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-    workdir: str | None = None
-    base_url: str = "http://127.0.0.1:8080"
+    __slots__ = ("base_url", "entrypoint", "env", "workdir")
+
+    def __init__(
+        self,
+        entrypoint: list[str],
+        env: dict[str, str] | None = None,
+        workdir: str | None = None,
+        base_url: str = "http://127.0.0.1:8080",
+    ) -> None:
+        self.entrypoint = entrypoint
+        self.env: dict[str, str] = {} if env is None else env
+        self.workdir = workdir
+        self.base_url = base_url
+
+    def __repr__(self) -> str:
+        return (
+            f"WorkloadSpec(entrypoint={self.entrypoint!r}, env={self.env!r}, "
+            f"workdir={self.workdir!r}, base_url={self.base_url!r})"
+        )
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any]) -> WorkloadSpec | None:
@@ -56,36 +77,33 @@ def workload_environment(base: dict[str, str], extra: dict[str, str]) -> dict[st
     return env
 
 
-class _LineReader(asyncio.Protocol):
-    """Split a pipe into lines for the ring; long lines are cut, not buffered forever."""
+def pump_lines(pipe: IO[bytes], stream: str, sink: Callable[[str, str], None]) -> None:
+    """Split a pipe into lines for the ring until EOF; long lines are cut, not buffered."""
 
-    def __init__(self, stream: str, sink: Callable[[str, str], None]) -> None:
-        self.stream = stream
-        self.sink = sink
-        self.buffer = b""
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def emit(raw: bytes) -> None:
+        sink(stream, raw.rstrip(b"\r").decode("utf-8", "replace"))
 
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while b"\n" in self.buffer:
-            line, self.buffer = self.buffer.split(b"\n", 1)
-            self._emit(line)
-        while len(self.buffer) > MAX_LINE:
-            self._emit(self.buffer[:MAX_LINE])
-            self.buffer = self.buffer[MAX_LINE:]
-
-    def _emit(self, raw: bytes) -> None:
-        self.sink(self.stream, raw.rstrip(b"\r").decode("utf-8", "replace"))
-
-    def eof_received(self) -> bool | None:
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.buffer:
-            self._emit(self.buffer)
-            self.buffer = b""
-        if not self.closed.done():
-            self.closed.set_result(None)
+    fd = pipe.fileno()
+    buffer = b""
+    try:
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            buffer += data
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                emit(line)
+            while len(buffer) > MAX_LINE:
+                emit(buffer[:MAX_LINE])
+                buffer = buffer[MAX_LINE:]
+        if buffer:
+            emit(buffer)
+    finally:
+        pipe.close()
 
 
 class Workload:
@@ -114,8 +132,10 @@ class Workload:
         self.last_exit: dict[str, Any] | None = None
         self.last_error: str | None = None
         self.started_monotonic: float | None = None
-        self._stopping = asyncio.Event()
-        self._exit: asyncio.Future[int] | None = None
+        self._stopping = Latch()
+        self._exit: ExitStatus | None = None
+        # Spawning and stop() exclude each other: a stop never misses a just-started run.
+        self._spawn_lock = _thread.allocate_lock()
 
     def status(self) -> dict[str, Any]:
         uptime = None
@@ -135,53 +155,63 @@ class Workload:
         self.ring.append(stream, line)
         self.echo(line)
 
-    async def _start(self) -> list[asyncio.Future[None]]:
+    def _start(self) -> list[threading.Thread] | None:
+        """Spawn one run and its pipe readers; None when a stop came first."""
         import subprocess
+        import threading
 
-        loop = asyncio.get_running_loop()
-        process, self._exit = self.reaper.spawn(
-            self.spec.entrypoint,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=workload_environment(dict(os.environ), self.spec.env),
-            cwd=self.spec.workdir,
-            process_group=0,
-            close_fds=True,
-        )
-        self.pid = process.pid
-        self.starts += 1
-        self.started_monotonic = time.monotonic()
-        self.state = "running"
-        readers: list[asyncio.Future[None]] = []
+        with self._spawn_lock:
+            if self._stopping.is_set():
+                return None
+            process, self._exit = self.reaper.spawn(
+                self.spec.entrypoint,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=workload_environment(dict(os.environ), self.spec.env),
+                cwd=self.spec.workdir,
+                process_group=0,
+                close_fds=True,
+            )
+            self.pid = process.pid
+            self.starts += 1
+            self.started_monotonic = time.monotonic()
+            self.state = "running"
+        readers = []
         for name, pipe in (("stdout", process.stdout), ("stderr", process.stderr)):
             assert pipe is not None
-            reader = _LineReader(name, self._line)
-            await loop.connect_read_pipe(lambda r=reader: r, pipe)  # type: ignore[misc]
-            readers.append(reader.closed)
+            reader = threading.Thread(
+                target=pump_lines, args=(pipe, name, self._line), name=name, daemon=True
+            )
+            reader.start()
+            readers.append(reader)
         return readers
 
-    async def run(self) -> None:
-        """Keep the workload running until stop() is called."""
+    def run(self) -> None:
+        """Keep the workload running until stop() is called (blocks; run it in a thread)."""
         delay = self.backoff_initial
         while not self._stopping.is_set():
             self.state = "starting"
-            readers: list[asyncio.Future[None]] = []
+            readers: list[threading.Thread] | None = []
             try:
-                readers = await self._start()
+                readers = self._start()
             except (OSError, ValueError) as exc:
                 self.state = "failed"
                 self.pid = None
                 self.last_error = f"cannot start {self.spec.entrypoint[0]}: {exc}"
                 self.echo(f"kestrel: {self.last_error}")
             else:
+                if readers is None:
+                    break
                 assert self._exit is not None
-                code = await asyncio.shield(self._exit)
+                code = self._exit.wait()
+                assert code is not None
                 ran_for = time.monotonic() - (self.started_monotonic or time.monotonic())
                 self._kill_group(signal.SIGKILL)
                 # Let the pipes drain so the last lines of a crash reach the ring.
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.gather(*readers), 1.0)
+                drain_until = time.monotonic() + PIPE_DRAIN_SECONDS
+                for reader in readers:
+                    reader.join(max(drain_until - time.monotonic(), 0))
                 self.last_exit = {"code": code, "at": time.time(), "ran_seconds": round(ran_for, 3)}
                 self.pid = None
                 self.state = "exited"
@@ -192,9 +222,7 @@ class Workload:
             if self._stopping.is_set():
                 break
             self.state = "backoff"
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            if self._stopping.is_set():
+            if self._stopping.wait(delay):
                 break
             self.restarts += 1
             delay = min(delay * 2, self.backoff_max)
@@ -206,15 +234,18 @@ class Workload:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
 
-    async def stop(self) -> int | None:
-        """SIGTERM to the process group, then SIGKILL after stop_timeout."""
-        self._stopping.set()
-        if self.pid is None or self._exit is None or self._exit.done():
+    def stop(self) -> int | None:
+        """SIGTERM to the process group, then SIGKILL after stop_timeout; blocks."""
+        with self._spawn_lock:
+            self._stopping.set()
+            exit_status = self._exit
+            running = self.pid is not None
+        if not running or exit_status is None or exit_status.done():
             return None
         self.state = "stopping"
         self._kill_group(signal.SIGTERM)
-        try:
-            return await asyncio.wait_for(asyncio.shield(self._exit), self.stop_timeout)
-        except TimeoutError:
+        code = exit_status.wait(self.stop_timeout)
+        if code is None:
             self._kill_group(signal.SIGKILL)
-            return await asyncio.shield(self._exit)
+            code = exit_status.wait()
+        return code

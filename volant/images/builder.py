@@ -27,10 +27,15 @@ from volant.images.plugin_manifest import build_manifest, sha256_checksum
 
 KESTREL_GUEST_DIR = "/usr/lib/python3/dist-packages/kestrel"
 MODULES_LIST = "/etc/kestrel/modules"
-INIT_SCRIPT = """#!/bin/busybox sh
+# What python3 runs as PID 1 (kestrel.pid1.PYTHON_ARGV says the same for switch_root).
+_KESTREL_MAIN = ("import sys; sys.path.append('/usr/lib/python3/dist-packages'); "
+                 "from kestrel.main import main; sys.exit(main())")
+INIT_SCRIPT = f"""#!/bin/busybox sh
 # PID 1 hands over to kestrel at once; kestrel mounts, loads modules and configures the network.
+# -S skips site (and Debian's sitecustomize), -c skips runpy (what -m costs): under TCG every
+# module run for the first time is boot time. kestrel's directory goes on sys.path by hand.
 [ -e /proc/self ] || /bin/busybox mount -t proc proc /proc
-exec /usr/bin/python3 -X frozen_modules=on -I -m kestrel
+exec /usr/bin/python3 -X frozen_modules=on -I -S -c "{_KESTREL_MAIN}"
 """
 # Guest directories that must exist before kestrel mounts anything on them.
 STANDARD_DIRS: tuple[tuple[str, int], ...] = (

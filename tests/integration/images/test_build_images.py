@@ -109,7 +109,8 @@ def test_initramfs_contents(hello: HelloBuilds) -> None:
         assert required in members, required
     init = members["init"].data.decode()
     assert init.startswith("#!/bin/busybox sh\n")
-    assert "exec /usr/bin/python3 -X frozen_modules=on -I -m kestrel" in init
+    assert "exec /usr/bin/python3 -X frozen_modules=on -I -S -c " in init
+    assert "from kestrel.main import main; sys.exit(main())" in init
     assert stat.S_IMODE(members["init"].mode) == 0o755
     assert members["usr/bin/python3"].is_symlink
     for applet in ("bin/sh", "sbin/insmod", "sbin/switch_root", "bin/mount", "sbin/poweroff"):

@@ -16,10 +16,11 @@ def test_cmdline_from_fake_proc(tmp_path: Path) -> None:
         "volant.boot=rootfs volant.debug_shell=1 volant.plugin=hello\n"
     )
     config = load_config({"KESTREL_ROOT": str(tmp_path), "KESTREL_PID1": "0"})
-    assert config.proc == tmp_path / "proc"
-    assert config.sys == tmp_path / "sys"
-    assert config.dev == tmp_path / "dev"
-    assert config.modules_list == tmp_path / "etc/kestrel/modules"
+    # Paths are plain strings (pathlib is kept off the boot path).
+    assert config.proc == str(tmp_path / "proc")
+    assert config.sys == str(tmp_path / "sys")
+    assert config.dev == str(tmp_path / "dev")
+    assert config.modules_list == str(tmp_path / "etc/kestrel/modules")
     assert config.cmdline["ip"] == "10.0.0.2::10.0.0.1:255.255.255.0:vm:eth0:off"
     assert config.cmdline["volant.boot"] == "rootfs"
     assert config.debug_shell
@@ -49,7 +50,7 @@ def test_env_overrides() -> None:
     )
     assert (config.listen_host, config.listen_port) == ("127.0.0.1", 0)
     assert config.pid1 and not config.vsock
-    assert config.modules_list == Path("/tmp/mods")
+    assert config.modules_list == "/tmp/mods"
     assert config.backoff_initial == 0.1
     assert config.log_lines == 7
     assert config.env_manifest == "abc"

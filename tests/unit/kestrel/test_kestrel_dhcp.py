@@ -22,31 +22,29 @@ REPO = Path(__file__).resolve().parents[3]
 pytestmark = [pytest.mark.netns]
 
 CLIENT = """
-import asyncio, json, sys
+import json, sys, threading, time
 from pathlib import Path
 from kestrel.children import ChildReaper
 from kestrel.dhcp import DhcpClient, find_busybox
 from kestrel.netconfig import interface_addresses
 
-async def main():
-    work = Path(sys.argv[1])
-    reaper = ChildReaper(reap_all=False)
-    client = DhcpClient(reaper, "eth0", find_busybox(), work, resolv_conf=str(work / "resolv.conf"))
-    tasks = [asyncio.ensure_future(reaper.run()), asyncio.ensure_future(client.run())]
-    addresses = []
-    for _ in range(200):
-        addresses = interface_addresses(Path("/sys")).get("eth0", [])
-        if addresses:
-            break
-        await asyncio.sleep(0.1)
-    await asyncio.sleep(0.3)  # let the script finish the route and resolv.conf
-    client.stop()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    print(json.dumps({"addresses": addresses, "starts": client.starts}))
-
-asyncio.run(main())
+work = Path(sys.argv[1])
+reaper = ChildReaper(reap_all=False)
+reaper.start()
+client = DhcpClient(reaper, "eth0", find_busybox(), work, resolv_conf=str(work / "resolv.conf"))
+runner = threading.Thread(target=client.run, daemon=True)
+runner.start()
+addresses = []
+for _ in range(200):
+    addresses = interface_addresses(Path("/sys")).get("eth0", [])
+    if addresses:
+        break
+    time.sleep(0.1)
+time.sleep(0.3)  # let the script finish the route and resolv.conf
+client.stop()
+runner.join(5)
+assert not runner.is_alive(), "udhcpc outlived stop()"
+print(json.dumps({"addresses": addresses, "starts": client.starts}))
 """
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import http.server
 import json
 import threading
@@ -118,7 +117,7 @@ def test_manifest_url() -> None:
 
 def test_fetch_sends_the_api_key(api_factory: Any) -> None:
     api = api_factory(require_key="s3cret")
-    loaded = asyncio.run(fetch_manifest(api.cmdline(**{"volant.api_key": "s3cret"})))
+    loaded = fetch_manifest(api.cmdline(**{"volant.api_key": "s3cret"}))
     assert loaded.source == "api"
     assert loaded.manifest == API_MANIFEST
     assert api.requests == [("/api/v1/plugins/hello/manifest", "s3cret")]
@@ -126,7 +125,7 @@ def test_fetch_sends_the_api_key(api_factory: Any) -> None:
 
 def test_fetch_without_key_sends_no_header(api_factory: Any) -> None:
     api = api_factory()
-    loaded = asyncio.run(fetch_manifest(api.cmdline()))
+    loaded = fetch_manifest(api.cmdline())
     assert loaded.manifest["name"] == "from-api"
     assert api.requests[0][1] is None
 
@@ -134,7 +133,7 @@ def test_fetch_without_key_sends_no_header(api_factory: Any) -> None:
 def test_fetch_retries_with_backoff_until_the_api_answers(api_factory: Any) -> None:
     api = api_factory(failures=2)
     messages: list[str] = []
-    loaded = asyncio.run(fetch_manifest(api.cmdline(), first_delay=0.01, log=messages.append))
+    loaded = fetch_manifest(api.cmdline(), first_delay=0.01, log=messages.append)
     assert loaded.manifest["name"] == "from-api"
     assert len(api.requests) == 3
     assert len(messages) == 2 and "503" in messages[0]
@@ -143,23 +142,23 @@ def test_fetch_retries_with_backoff_until_the_api_answers(api_factory: Any) -> N
 def test_fetch_gives_up_after_the_attempts(api_factory: Any) -> None:
     api = api_factory(failures=10)
     with pytest.raises(ManifestUnavailable, match="503"):
-        asyncio.run(fetch_manifest(api.cmdline(), attempts=3, first_delay=0.01))
+        fetch_manifest(api.cmdline(), attempts=3, first_delay=0.01)
     assert len(api.requests) == 3
 
 
 def test_fetch_wrong_key_fails_fast(api_factory: Any) -> None:
     api = api_factory(require_key="right")
     with pytest.raises(ManifestUnavailable, match="401"):
-        asyncio.run(fetch_manifest(api.cmdline(**{"volant.api_key": "wrong"}), first_delay=0.01))
+        fetch_manifest(api.cmdline(**{"volant.api_key": "wrong"}), first_delay=0.01)
     assert len(api.requests) == 1
 
 
 def test_fetch_unreachable_api() -> None:
     cmdline = {"volant.api_host": "127.0.0.1", "volant.api_port": "1", "volant.plugin": "hello"}
     with pytest.raises(ManifestUnavailable, match="fetch failed"):
-        asyncio.run(fetch_manifest(cmdline, attempts=2, first_delay=0.01))
+        fetch_manifest(cmdline, attempts=2, first_delay=0.01)
 
 
 def test_fetch_without_api_settings() -> None:
     with pytest.raises(ManifestUnavailable, match=r"volant\.api_host"):
-        asyncio.run(fetch_manifest({}))
+        fetch_manifest({})

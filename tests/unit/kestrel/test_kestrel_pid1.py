@@ -46,6 +46,43 @@ def test_modules_load_in_listed_order_and_tolerate_loaded_and_missing(tmp_path: 
     assert report.failed == {"/lib/modules/v/missing.ko": "No such file or directory"}
 
 
+def test_the_seed_filesystems_are_left_for_after_the_api(tmp_path: Path) -> None:
+    release = "/lib/modules/6.1.0-56-cloud-amd64/kernel"
+    names = ["drivers/virtio/virtio.ko", "drivers/cdrom/cdrom.ko", "fs/isofs/isofs.ko",
+             "drivers/net/virtio_net.ko", "fs/fat/fat.ko", "fs/fat/vfat.ko",
+             "fs/nls/nls_utf8.ko", "fs/xfs/xfs.ko", "fs/ext4/ext4.ko"]  # fmt: skip
+    listing = tmp_path / "modules"
+    listing.write_text("".join(f"{release}/{name}\n" for name in names))
+    calls: list[str] = []
+    report = pid1.load_modules(listing, lambda p: calls.append(p) or True, pid1.is_seed_module)
+    # Root filesystems and drivers now; the seed's ISO9660/FAT chain later, in order.
+    assert [p.rsplit("/", 1)[1] for p in calls] == ["virtio.ko", "virtio_net.ko", "xfs.ko",
+                                                    "ext4.ko"]  # fmt: skip
+    assert [pid1.module_name(p) for p in report.deferred] == [
+        "cdrom", "isofs", "fat", "vfat", "nls_utf8"
+    ]  # fmt: skip
+    later = pid1.load_module_list(report.deferred, lambda p: calls.append(p) or True)
+    assert later.loaded == report.deferred and calls[-5:] == report.deferred
+
+
+def test_stage1_returns_the_deferred_modules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pid1, "mount_all", lambda specs, log=None: [])
+    (tmp_path / "etc/kestrel").mkdir(parents=True)
+    (tmp_path / "etc/kestrel/modules").write_text("/m/virtio_blk.ko\n/m/isofs.ko\n")
+    (tmp_path / "dev").mkdir()
+    config = load_config(
+        {"KESTREL_ROOT": str(tmp_path), "KESTREL_CMDLINE": "volant.boot=auto", "KESTREL_PID1": "0"}
+    )
+    # Nothing is really loaded: the loader is a fake, the deferral rule the real one.
+    real_load = pid1.load_modules
+    monkeypatch.setattr(
+        pid1, "load_modules", lambda path, **kw: real_load(path, lambda p: True, kw["defer"])
+    )
+    assert pid1.stage1(config) == ["/m/isofs.ko"]
+
+
 def test_no_module_list_is_fine(tmp_path: Path) -> None:
     report = pid1.load_modules(tmp_path / "absent", lambda _p: True)
     assert (report.loaded, report.already, report.failed) == ([], [], {})
@@ -78,7 +115,7 @@ def test_mount_all_ignores_busy_and_reports_other_errors(
 
 def test_stage1_without_a_root_disk_stays(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pid1, "mount_all", lambda specs, log=None: [])
-    monkeypatch.setattr(pid1, "load_modules", lambda path: pid1.ModuleReport())
+    monkeypatch.setattr(pid1, "load_modules", lambda path, **_kw: pid1.ModuleReport())
     switched: list[object] = []
     monkeypatch.setattr(pid1, "switch_root", lambda choice, config: switched.append(choice))
     (tmp_path / "dev").mkdir()
@@ -93,7 +130,7 @@ def test_stage1_switches_into_a_root_disk(tmp_path: Path, monkeypatch: pytest.Mo
     from kestrel_testutil import make_ext4, make_iso
 
     monkeypatch.setattr(pid1, "mount_all", lambda specs, log=None: [])
-    monkeypatch.setattr(pid1, "load_modules", lambda path: pid1.ModuleReport())
+    monkeypatch.setattr(pid1, "load_modules", lambda path, **_kw: pid1.ModuleReport())
     switched: list[object] = []
     monkeypatch.setattr(pid1, "switch_root", lambda choice, config: switched.append(choice))
     (tmp_path / "dev").mkdir()

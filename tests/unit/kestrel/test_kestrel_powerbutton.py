@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import struct
+import threading
+import time
 from pathlib import Path
 
 from kestrel.powerbutton import EV_KEY, KEY_POWER, PowerButton
@@ -20,13 +21,14 @@ def test_power_key_press_requests_shutdown_and_other_keys_do_not(tmp_path: Path)
     (tmp_path / "input").mkdir()
     fifo = tmp_path / "input" / "event0"
     os.mkfifo(fifo)
-    assert PowerButton.find(tmp_path) == [fifo]
+    assert PowerButton.find(tmp_path) == [str(fifo)]
 
-    async def scenario() -> tuple[list[str], int]:
+    def scenario() -> tuple[list[str], int]:
         reasons: list[str] = []
         button = PowerButton([fifo], reasons.append)
-        task = asyncio.ensure_future(button.run())
-        await asyncio.sleep(0.05)
+        runner = threading.Thread(target=button.run, daemon=True)
+        runner.start()
+        time.sleep(0.05)
         writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
         try:
             os.write(writer, record(EV_KEY, 30, 1))  # KEY_A
@@ -34,19 +36,20 @@ def test_power_key_press_requests_shutdown_and_other_keys_do_not(tmp_path: Path)
             # A press split across two writes still counts once.
             press = record(EV_KEY, KEY_POWER, 1)
             os.write(writer, press[:10])
-            await asyncio.sleep(0.05)
+            time.sleep(0.05)
             assert reasons == []
             os.write(writer, press[10:])
             for _ in range(100):
                 if reasons:
                     break
-                await asyncio.sleep(0.01)
+                time.sleep(0.01)
         finally:
             os.close(writer)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        button.stop()
+        runner.join(2)
+        assert not runner.is_alive()
         return reasons, button.presses
 
-    reasons, presses = asyncio.run(scenario())
+    reasons, presses = scenario()
     assert reasons == ["power button"]
     assert presses == 1

@@ -122,3 +122,33 @@ def test_outside_pid1_nothing_is_mounted(tmp_path: Path) -> None:
 
     info = SeedMount(config, mountpoint=tmp_path / "m", mount=refuse).describe()
     assert info is not None and info["documents"] == {} and info["error"] is None
+
+
+def test_the_first_mount_waits_for_the_seed_modules(tmp_path: Path) -> None:
+    """isofs/vfat are loaded after the API listens; an early info request waits for them."""
+    import threading
+    import time
+
+    from kestrel.latch import Latch
+
+    iso = tmp_path / "seed.img"
+    build_iso(iso, SeedDocuments(user_data="#cloud-config\n", meta_data="instance-id: x\n"))
+    root = _fake_root(tmp_path, {"vdb": iso})
+    config = AgentConfig(sys=root / "sys", dev=root / "dev", pid1=True)
+    loaded = Latch()
+    mounted_at: list[float] = []
+
+    def fake_mount(*_args: object) -> None:
+        mounted_at.append(time.monotonic())
+
+    seed = SeedMount(config, mountpoint=tmp_path / "m", mount=fake_mount, modules_loaded=loaded)
+    answers: list[object] = []
+    reader = threading.Thread(target=lambda: answers.append(seed.describe()))
+    reader.start()
+    time.sleep(0.2)
+    assert mounted_at == [] and answers == []  # still waiting for the modules
+    released = time.monotonic()
+    loaded.set()
+    reader.join(5)
+    assert len(mounted_at) == 1 and mounted_at[0] >= released
+    assert isinstance(answers[0], dict) and answers[0]["error"] is None

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import signal
 import socket
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from kestrel_testutil import write_workload
@@ -36,24 +37,31 @@ def spec_for(tmp_path: Path, **env: str) -> WorkloadSpec:
     )
 
 
-async def wait_until(predicate: object, timeout: float = 10.0) -> None:
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
+        time.sleep(0.02)
+
+
+def in_thread(target: Callable[[], object]) -> threading.Thread:
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
 
 
 def test_crashing_workload_is_restarted_with_growing_backoff(tmp_path: Path) -> None:
     spec = spec_for(tmp_path, WMODE="crash")
 
-    async def scenario() -> tuple[Workload, list[float], object]:
+    def scenario() -> tuple[Workload, list[float], object]:
         reaper = ChildReaper(reap_all=False)
+        reaper.start()
         ring = LogRing(100)
         workload = Workload(
             spec, reaper, ring, lambda _l: None, backoff_initial=0.1, backoff_max=0.4
         )
-        tasks = [asyncio.ensure_future(reaper.run()), asyncio.ensure_future(workload.run())]
+        runner = in_thread(workload.run)
         starts: list[float] = []
         last = 0
         deadline = time.monotonic() + 15
@@ -61,15 +69,14 @@ def test_crashing_workload_is_restarted_with_growing_backoff(tmp_path: Path) -> 
             if workload.starts != last:
                 last = workload.starts
                 starts.append(time.monotonic())
-            await asyncio.sleep(0.005)
+            time.sleep(0.005)
         exit_before_stop = workload.last_exit
-        await workload.stop()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        workload.stop()
+        runner.join(5)
+        assert not runner.is_alive()
         return workload, starts, exit_before_stop
 
-    workload, starts, exit_before_stop = asyncio.run(scenario())
+    workload, starts, exit_before_stop = scenario()
     assert workload.starts >= 5
     assert workload.restarts >= 4
     assert isinstance(exit_before_stop, dict) and exit_before_stop["code"] == 3
@@ -82,25 +89,27 @@ def test_crashing_workload_is_restarted_with_growing_backoff(tmp_path: Path) -> 
 def test_logs_are_captured_and_health_goes_green(tmp_path: Path) -> None:
     spec = spec_for(tmp_path)
 
-    async def scenario() -> tuple[list[tuple[str, str]], dict[str, object], list[str], bool]:
+    def scenario() -> tuple[list[tuple[str, str]], dict[str, object], list[str], bool]:
         reaper = ChildReaper(reap_all=False)
+        reaper.start()
         ring = LogRing(100)
         echoed: list[str] = []
         workload = Workload(spec, reaper, ring, echoed.append, stop_timeout=5)
         became_healthy: list[bool] = []
         health = HealthMonitor(workload, "/health", 1000, lambda: became_healthy.append(True))
-        tasks = [asyncio.ensure_future(c) for c in (reaper.run(), workload.run(), health.run())]
-        await wait_until(lambda: health.current)
+        threads = [in_thread(workload.run), in_thread(health.run)]
+        wait_until(lambda: health.current)
         lines = [(line.stream, line.line) for line in ring.tail()]
         status = health.status()
-        code = await workload.stop()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        code = workload.stop()
+        health.stop()
+        for thread in threads:
+            thread.join(5)
+            assert not thread.is_alive()
         assert code == -signal.SIGTERM
         return lines, status, echoed, bool(became_healthy)
 
-    lines, status, echoed, announced = asyncio.run(scenario())
+    lines, status, echoed, announced = scenario()
     assert ("stderr", "a line on stderr") in lines
     assert any(stream == "stdout" and text.startswith("workload up") for stream, text in lines)
     assert "a line on stderr" in echoed  # echoed to the console too
@@ -115,21 +124,22 @@ def test_health_reports_failure_while_the_workload_is_not_serving(tmp_path: Path
         base_url=f"http://127.0.0.1:{free_port()}",
     )
 
-    async def scenario() -> dict[str, object]:
+    def scenario() -> dict[str, object]:
         reaper = ChildReaper(reap_all=False)
+        reaper.start()
         workload = Workload(spec, reaper, LogRing(10), lambda _l: None, stop_timeout=5)
         health = HealthMonitor(workload, "/health", 300)
-        tasks = [asyncio.ensure_future(c) for c in (reaper.run(), workload.run(), health.run())]
-        await wait_until(lambda: health.checks >= 2)
+        threads = [in_thread(workload.run), in_thread(health.run)]
+        wait_until(lambda: health.checks >= 2)
         status = health.status()
         assert workload.state == "running"
-        await workload.stop()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        workload.stop()
+        health.stop()
+        for thread in threads:
+            thread.join(5)
         return status
 
-    status = asyncio.run(scenario())
+    status = scenario()
     assert status["healthy"] is False
     assert "connect" in str(status["last_error"]).lower()
 
@@ -141,21 +151,21 @@ def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
     )
     spec = WorkloadSpec(entrypoint=[sys.executable, "-c", code_text])
 
-    async def scenario() -> tuple[int | None, float, str]:
+    def scenario() -> tuple[int | None, float, str]:
         reaper = ChildReaper(reap_all=False)
+        reaper.start()
         ring = LogRing(10)
         workload = Workload(spec, reaper, ring, lambda _l: None, stop_timeout=0.3)
-        tasks = [asyncio.ensure_future(reaper.run()), asyncio.ensure_future(workload.run())]
-        await wait_until(lambda: any("ignoring TERM" in line.line for line in ring.tail()))
+        runner = in_thread(workload.run)
+        wait_until(lambda: any("ignoring TERM" in line.line for line in ring.tail()))
         started = time.monotonic()
-        code = await workload.stop()
+        code = workload.stop()
         elapsed = time.monotonic() - started
-        await asyncio.wait_for(tasks[1], 2)
-        tasks[0].cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        runner.join(2)
+        assert not runner.is_alive()
         return code, elapsed, workload.state
 
-    code, elapsed, state = asyncio.run(scenario())
+    code, elapsed, state = scenario()
     assert code == -signal.SIGKILL
     assert 0.25 <= elapsed < 3
     assert state == "stopped"
@@ -171,20 +181,19 @@ def test_stop_kills_the_whole_process_group(tmp_path: Path) -> None:
     )
     spec = WorkloadSpec(entrypoint=[sys.executable, "-c", code_text])
 
-    async def scenario() -> int:
+    def scenario() -> int:
         reaper = ChildReaper(reap_all=False)
+        reaper.start()
         ring = LogRing(10)
         workload = Workload(spec, reaper, ring, lambda _l: None, stop_timeout=5)
-        tasks = [asyncio.ensure_future(reaper.run()), asyncio.ensure_future(workload.run())]
-        await wait_until(lambda: any(line.line == "spawned" for line in ring.tail()))
+        runner = in_thread(workload.run)
+        wait_until(lambda: any(line.line == "spawned" for line in ring.tail()))
         grandchild = int(pid_file.read_text())
-        await workload.stop()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        workload.stop()
+        runner.join(5)
         return grandchild
 
-    grandchild = asyncio.run(scenario())
+    grandchild = scenario()
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         try:
@@ -206,53 +215,99 @@ def test_stop_kills_the_whole_process_group(tmp_path: Path) -> None:
 def test_missing_entrypoint_is_reported_and_retried(tmp_path: Path) -> None:
     spec = WorkloadSpec(entrypoint=[str(tmp_path / "does-not-exist")])
 
-    async def scenario() -> Workload:
+    def scenario() -> Workload:
         reaper = ChildReaper(reap_all=False)
         workload = Workload(spec, reaper, LogRing(10), lambda _l: None, backoff_initial=0.05)
-        task = asyncio.ensure_future(workload.run())
-        await wait_until(lambda: workload.restarts >= 2)
-        await workload.stop()
-        await asyncio.wait_for(task, 2)
+        runner = in_thread(workload.run)
+        wait_until(lambda: workload.restarts >= 2)
+        workload.stop()
+        runner.join(2)
+        assert not runner.is_alive()
         return workload
 
-    workload = asyncio.run(scenario())
+    workload = scenario()
     assert workload.last_error is not None and "does-not-exist" in workload.last_error
     assert workload.state == "stopped"
 
 
 def test_reaper_collects_orphans_without_stealing_a_supervised_status() -> None:
-    async def scenario() -> tuple[int, int, list[tuple[int, int]]]:
+    def scenario() -> tuple[int | None, int, list[tuple[int, int]]]:
         reaper = ChildReaper(reap_all=True)
-        task = asyncio.ensure_future(reaper.run())
+        reaper.start()
         # An unregistered child stands in for an orphan re-parented to PID 1.
         stray = os.posix_spawn("/bin/sh", ["sh", "-c", "exit 5"], dict(os.environ))
         _process, exited = reaper.spawn(
             [sys.executable, "-c", "import sys, time; time.sleep(0.3); sys.exit(7)"]
         )
-        code = await asyncio.wait_for(exited, 10)
-        await wait_until(lambda: reaper.orphans_reaped >= 1)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        code = exited.wait(10)
+        wait_until(lambda: reaper.orphans_reaped >= 1)
+        reaper.stop()
         return code, stray, list(reaper.recent_orphans)
 
-    code, stray, orphans = asyncio.run(scenario())
+    code, stray, orphans = scenario()
     assert code == 7  # the supervised child's own status, not lost to the blanket reaper
     assert (stray, 5) in orphans
 
 
 def test_reaper_in_scoped_mode_leaves_other_children_alone() -> None:
-    async def scenario() -> tuple[int, int]:
+    def scenario() -> tuple[int | None, int]:
         reaper = ChildReaper(reap_all=False)
-        task = asyncio.ensure_future(reaper.run())
+        reaper.start()
         other = os.posix_spawn("/bin/sh", ["sh", "-c", "exit 4"], dict(os.environ))
         _process, exited = reaper.spawn(["/bin/sh", "-c", "sleep 0.2; exit 2"])
-        code = await asyncio.wait_for(exited, 10)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        code = exited.wait(10)
+        time.sleep(0.3)  # the other child is a zombie by now: it must stay untouched
+        reaper.stop()
         return code, other
 
-    code, other = asyncio.run(scenario())
+    code, other = scenario()
     assert code == 2
     # Not collected by kestrel: its owner (this test) still gets the status.
     _pid, status = os.waitpid(other, 0)
     assert os.waitstatus_to_exitcode(status) == 4
+
+
+def test_stop_right_after_start_leaves_no_process_behind(tmp_path: Path) -> None:
+    """stop() and the spawn exclude each other: a run that starts is always stopped."""
+    spec = WorkloadSpec(entrypoint=[sys.executable, "-c", "import time; time.sleep(30)"])
+    reaper = ChildReaper(reap_all=False)
+    reaper.start()
+    original = reaper.spawn
+    spawned: list[int] = []
+
+    def recording_spawn(argv: list[str], **kwargs: object) -> object:
+        process, exited = original(argv, **kwargs)
+        spawned.append(process.pid)
+        return process, exited
+
+    reaper.spawn = recording_spawn  # type: ignore[method-assign,assignment]
+    for delay in (0.0, 0.001, 0.01, 0.05):
+        spawned.clear()
+        workload = Workload(spec, reaper, LogRing(10), lambda _l: None, stop_timeout=5)
+        runner = in_thread(workload.run)
+        time.sleep(delay)
+        workload.stop()
+        runner.join(5)
+        assert not runner.is_alive()
+        assert workload.state == "stopped"
+        for pid in spawned:
+            wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 5)
+
+
+def test_a_child_that_cannot_start_is_no_orphan() -> None:
+    """Popen collects a child whose exec failed; the reaper must not count it."""
+    reaper = ChildReaper(reap_all=True)
+    reaper.start()
+    try:
+        for _ in range(3):
+            try:
+                reaper.spawn(["/nonexistent/binary"])
+            except OSError:
+                pass
+            else:
+                raise AssertionError("spawn of a missing binary succeeded")
+        _process, exited = reaper.spawn(["/bin/sh", "-c", "exit 3"])
+        assert exited.wait(10) == 3
+        assert reaper.orphans_reaped == 0
+    finally:
+        reaper.stop()

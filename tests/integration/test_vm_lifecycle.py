@@ -142,6 +142,35 @@ def test_volantd_kill9_readopts_running_vms(daemon: VolantdProcess, tmp_path: Pa
         assert back["restart_count"] == 1
 
 
+def test_a_vmm_adopted_while_booting_stays_starting_until_its_marker(
+        daemon: VolantdProcess, tmp_path: Path) -> None:
+    """volantd killed while a VM boots: the next volantd adopts the VMM but reports it
+    running only once this boot's marker appears (not at adoption, not from an older
+    boot's marker earlier in the console log)."""
+    with daemon.client() as client:
+        install(client, write_plugin(tmp_path))
+        first = create(client, "slow")  # an earlier boot: its marker is in the log already
+        assert client.post("/api/v1/vms/slow/stop").status_code in (200, 202)
+        wait_status(client, "slow", "stopped")
+        patch = client.patch("/api/v1/vms/slow/config",
+                             json={"kernel_cmdline": "hollow.boot_delay=6"})
+        assert patch.status_code == 200, patch.text
+        assert client.post("/api/v1/vms/slow/start").status_code in (200, 202)
+        booting = wait_status(client, "slow", "starting", predicate=lambda v: v["pid"])
+        assert booting["pid"] != first["pid"]
+    daemon.kill9()
+    daemon.start()
+    with daemon.client() as client:
+        adopted = wait_event(client, "slow", "VM_ADOPTED")
+        assert "waiting for its boot marker" in adopted["message"]
+        view = get(client, "slow")
+        assert view["status"] == "starting" and view["pid"] == booting["pid"]
+        running = wait_status(client, "slow", "running", timeout=30)
+        assert running["pid"] == booting["pid"]  # the same process, never relaunched
+        assert running["restart_count"] == booting["restart_count"]
+        wait_event(client, "slow", "VM_RUNNING", after=adopted["id"])
+
+
 def test_graceful_volantd_stop_leaves_vms_running(daemon: VolantdProcess,
                                                   tmp_path: Path) -> None:
     with daemon.client() as client:

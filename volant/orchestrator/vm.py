@@ -511,13 +511,17 @@ class VMActor(Actor[Any]):
         has_agent = getattr(deps.launcher, "kind", "") != "hollow"
         agent_ip = (r.ip_address if has_agent and parse_mode(r.network_mode).ip_on_cmdline
                     else "")
+        # A VMM adopted before its boot marker (volantd died while it booted) is still
+        # starting: its runner keeps waiting for the marker instead of calling it running.
+        adopted_booting = self._adopted is not None and r.status is VMStatus.STARTING
         children.append(ChildSpec(
             "vmm",
             lambda: VMMActor(
                 vm_name=r.name, vm=self.ref, launcher=deps.launcher, spec_factory=self._spec,
                 take_adopted=self._take_adopted, generation=generation,
                 ready_marker=deps.ready_marker, ready_timeout=r.ready_timeout,
-                agent_ip=agent_ip, lifecycle=deps.lifecycle, timeouts=deps.timeouts),
+                agent_ip=agent_ip, lifecycle=deps.lifecycle, timeouts=deps.timeouts,
+                adopted_booting=adopted_booting),
             Restart.TRANSIENT, shutdown_timeout=deps.timeouts.total))
         runner = Supervisor(
             f"vm:{r.name}", children, Strategy.REST_FOR_ONE, intensity=3, period=60.0,
@@ -629,6 +633,12 @@ class VMActor(Actor[Any]):
                 self._event("VM_STARTING", "vmm launched, waiting for boot")
             case VmmAdopted(gen, identity) if gen == self.generation:
                 self._start_settled = True
+                if self.record.status is VMStatus.STARTING:
+                    if self.record.vmm != identity:
+                        await self._save(vmm=identity)
+                    self._event("VM_ADOPTED", "booting vmm adopted after volantd restart; "
+                                "waiting for its boot marker")
+                    return None
                 if self.record.vmm != identity or self.record.status is not VMStatus.RUNNING:
                     await self._save(vmm=identity, status=VMStatus.RUNNING)
                 self._running_since = trio.current_time()

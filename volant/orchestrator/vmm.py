@@ -122,6 +122,7 @@ class VMMActor(Actor[Any]):
         agent_ip: str,
         lifecycle: DaemonLifecycle,
         timeouts: StopTimeouts,
+        adopted_booting: bool = False,
     ) -> None:
         self.vm_name = vm_name
         self.vm = vm
@@ -134,6 +135,7 @@ class VMMActor(Actor[Any]):
         self.agent_ip = agent_ip
         self.lifecycle = lifecycle
         self.timeouts = timeouts
+        self.adopted_booting = adopted_booting
         self.process: VMMHandle | None = None
         self._exited_on_its_own = False
         self._stop_requested_by_parent = False
@@ -149,11 +151,16 @@ class VMMActor(Actor[Any]):
         if adopted is not None:
             self.process = adopted
             self.vm.cast(VmmAdopted(self.generation, adopted.identity))
+            if self.adopted_booting:  # adopted before its boot marker: keep waiting for it
+                identity = adopted.identity
+                self.nursery.start_soon(self._await_ready, Path(identity.console_log),
+                                        identity.console_offset)
         else:
             spec = self.spec_factory()
             offset = console_size(spec.console_log)
             self.process = await self.launcher.launch(spec)
-            self.vm.cast(VmmLaunched(self.generation, self.process.identity))
+            identity = attrs.evolve(self.process.identity, console_offset=offset)
+            self.vm.cast(VmmLaunched(self.generation, identity))
             self.nursery.start_soon(self._await_ready, spec.console_log, offset)
         self.nursery.start_soon(self._watch)
 

@@ -98,6 +98,9 @@ class VMMIdentity:
     serial_socket: str
     control_socket: str
     console_log: str
+    #: Size of the console log when this VMM was launched: its boot output starts there,
+    #: so a volantd that adopts a VMM still booting waits for the marker of this boot.
+    console_offset: int = 0
 
 
 @attrs.frozen

@@ -11,7 +11,8 @@ keyed by the source's hash; without gcc a pure-Python version is used (much heav
 Behaviour knobs, for crash-detection and stop-ladder tests, in order of precedence:
 kernel command-line tokens ``hollow.crash_after=<seconds>``, ``hollow.ignore_sigterm=1``,
 ``hollow.ignore_powerdown=1`` (accepts the power-down request without exiting, like a guest
-with no ACPI handler) and ``hollow.boot_marker=<text>`` (so a manifest can ask for them),
+with no ACPI handler), ``hollow.boot_marker=<text>`` and ``hollow.boot_delay=<seconds>``
+(the marker comes that late, like a guest still booting) (so a manifest can ask for them),
 then the launcher's constructor arguments, whose defaults come from
 ``VOLANT_HOLLOW_CRASH_AFTER``, ``VOLANT_HOLLOW_IGNORE_SIGTERM`` and
 ``VOLANT_HOLLOW_IGNORE_POWERDOWN``.
@@ -54,6 +55,7 @@ class HollowBehaviour:
     ignore_sigterm: bool = False
     ignore_powerdown: bool = False
     boot_marker: str = HOLLOW_BOOT_MARKER
+    boot_delay: float = 0.0  # seconds before the boot marker: a guest that is still booting
 
 
 def _truthy(value: str) -> bool:
@@ -78,6 +80,11 @@ def behaviour_for(cmdline: str, defaults: HollowBehaviour) -> HollowBehaviour:
             behaviour = attrs.evolve(behaviour, ignore_powerdown=_truthy(value))
         elif key == "hollow.boot_marker":
             behaviour = attrs.evolve(behaviour, boot_marker=value)
+        elif key == "hollow.boot_delay":
+            try:
+                behaviour = attrs.evolve(behaviour, boot_delay=max(0.0, float(value)))
+            except ValueError:
+                _log.warning("hollow_bad_token", token=token)
     return behaviour
 
 
@@ -190,6 +197,8 @@ class HollowLauncher:
         ]
         if behaviour.crash_after is not None:
             argv += ["--crash-after", repr(behaviour.crash_after)]
+        if behaviour.boot_delay > 0:
+            argv += ["--boot-delay", repr(behaviour.boot_delay)]
         if behaviour.ignore_sigterm:
             argv.append("--ignore-sigterm")
         if behaviour.ignore_powerdown:

@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cmdline", default="")
     parser.add_argument("--boot-marker", default="hollow-vmm: boot complete")
     parser.add_argument("--crash-after", type=float, default=-1.0)
+    parser.add_argument("--boot-delay", type=float, default=0.0)
     parser.add_argument("--ignore-sigterm", action="store_true")
     parser.add_argument("--ignore-powerdown", action="store_true")
     args = parser.parse_args(argv)
@@ -108,16 +109,25 @@ def main(argv: list[str] | None = None) -> int:
         selector.register(sock, selectors.EVENT_READ, ("listen", kind))
     _console(args.console_log, f"hollow-vmm: starting {args.name}")
     _console(args.console_log, f"hollow-vmm: Command line: {args.cmdline}")
-    _console(args.console_log, args.boot_marker)
+    booted_at: float | None = time.monotonic() + args.boot_delay
+    if args.boot_delay <= 0:
+        _console(args.console_log, args.boot_marker)
+        booted_at = None
     deadline = time.monotonic() + args.crash_after if args.crash_after >= 0 else None
     buffers: dict[socket.socket, bytes] = {}
     code = 0
     try:
         while True:
             timeout = None
-            if deadline is not None:
-                timeout = deadline - time.monotonic()
+            if booted_at is not None:
+                timeout = booted_at - time.monotonic()
                 if timeout <= 0:
+                    _console(args.console_log, args.boot_marker)
+                    booted_at = timeout = None
+            if deadline is not None:
+                crash_in = deadline - time.monotonic()
+                timeout = crash_in if timeout is None else min(timeout, crash_in)
+                if crash_in <= 0:
                     _console(args.console_log, f"hollow-vmm: simulated crash of {args.name}")
                     signal.signal(signal.SIGABRT, signal.SIG_DFL)
                     os.abort()

@@ -46,6 +46,7 @@ static const char *console_path;
 static const char *cmdline = "";
 static const char *boot_marker = "hollow-vmm: boot complete";
 static double crash_after = -1;
+static double boot_delay = 0; /* seconds before the boot marker, like a guest still booting */
 static int ignore_sigterm;
 static int ignore_powerdown;
 static struct client clients[MAX_CLIENTS];
@@ -55,6 +56,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: hollow-vmm --name N --serial PATH --control PATH --console-log PATH\n"
             "                  [--cmdline S] [--boot-marker S] [--crash-after SECONDS]\n"
+            "                  [--boot-delay SECONDS]\n"
             "                  [--ignore-sigterm] [--ignore-powerdown]\n");
     exit(2);
 }
@@ -250,6 +252,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--cmdline")) cmdline = v;
         else if (!strcmp(a, "--boot-marker")) boot_marker = v;
         else if (!strcmp(a, "--crash-after")) crash_after = atof(v);
+        else if (!strcmp(a, "--boot-delay")) boot_delay = atof(v);
         else usage();
         i++;
     }
@@ -276,12 +279,23 @@ int main(int argc, char **argv) {
 
     console_line("hollow-vmm: starting ", name);
     console_line("hollow-vmm: Command line: ", cmdline);
-    console_line(boot_marker, "");
+    double booted_at = boot_delay > 0 ? now() + boot_delay : -1;
+    if (booted_at < 0)
+        console_line(boot_marker, "");
 
     double deadline = crash_after >= 0 ? now() + crash_after : -1;
     struct pollfd fds[3 + MAX_CLIENTS];
     for (;;) {
         int timeout = -1;
+        if (booted_at >= 0) {
+            double left = booted_at - now();
+            if (left <= 0) {
+                console_line(boot_marker, "");
+                booted_at = -1;
+            } else {
+                timeout = (int)(left * 1000) + 1;
+            }
+        }
         if (deadline >= 0) {
             double left = deadline - now();
             if (left <= 0) {
@@ -289,7 +303,9 @@ int main(int argc, char **argv) {
                 signal(SIGABRT, SIG_DFL);
                 abort();
             }
-            timeout = (int)(left * 1000) + 1;
+            int crash_in = (int)(left * 1000) + 1;
+            if (timeout < 0 || crash_in < timeout)
+                timeout = crash_in;
         }
         fds[0] = (struct pollfd){.fd = sig_fd, .events = POLLIN};
         fds[1] = (struct pollfd){.fd = serial_fd, .events = POLLIN};

@@ -255,6 +255,24 @@ async def test_python_fallback_honours_the_contract(
     assert result.exit.clean
 
 
+@pytest.mark.parametrize("use_c", [True, False], ids=["c", "python"])
+async def test_boot_delay_holds_the_marker_back(
+    vm_dir: Path, hollow_cache: Path, reaper: Reaper, use_c: bool
+) -> None:
+    """``hollow.boot_delay``: the VMM is up (sockets, marker env) before it 'boots'."""
+    launcher = HollowLauncher(cache_dir=hollow_cache, use_c=use_c)
+    spec = attrs.evolve(make_spec(vm_dir), cmdline="hollow.boot_delay=1.5")
+    handle = reaper.add(await launcher.launch(spec))
+    await trio.sleep(0.5)
+    assert HOLLOW_BOOT_MARKER not in spec.console_log.read_text()
+    with trio.fail_after(10):
+        await wait_for_text(spec.console_log, HOLLOW_BOOT_MARKER)
+    result = await stop_ladder(
+        launcher, handle, powerdown_timeout=5, term_timeout=5, kill_timeout=5
+    )
+    assert result.step == StopStep.POWERDOWN
+
+
 SURVIVOR = """
 import json, sys, trio
 from pathlib import Path

@@ -89,6 +89,9 @@ def test_hollow_behaviour_tokens() -> None:
     defaults = HollowBehaviour(ignore_sigterm=True)
     assert behaviour_for("hollow.ignore_sigterm=0", defaults).ignore_sigterm is False
     assert behaviour_for("quiet", defaults) == defaults
+    assert behaviour_for("hollow.boot_delay=2.5", base).boot_delay == 2.5
+    assert behaviour_for("hollow.boot_delay=-1", base).boot_delay == 0.0
+    assert behaviour_for("hollow.boot_delay=later", base) == base
 
 
 def test_hollow_argv_carries_the_behaviour(tmp_path: Path) -> None:

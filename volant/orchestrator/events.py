@@ -12,6 +12,13 @@ lost in a crash, and after a restart numbering continues from the last durable
 id: replay has no duplicates and no gaps. An event queued but not yet durable
 when volantd is killed is lost unseen (recovery re-announces what matters).
 
+A failed journal write (disk full) leaves no torn fragment behind (the file is cut back
+to where the batch began; a torn tail left by a crash is cut at startup), and the batch
+is neither delivered nor dropped: it stays queued and the commit is retried with a
+backoff, so clients see events late rather than ids the journal does not have. Only a
+backlog beyond ``MAX_UNDURABLE`` events is delivered without the journal (availability
+over durability at that point, logged and counted in ``journal_errors``).
+
 Subscribers get a bounded queue each. A subscriber that falls behind further than
 its queue is not silently skipped: its stream is ended with an overflow marker
 that tells the client to reconnect with its last id (replay fills the hole).
@@ -19,6 +26,7 @@ that tells the client to reconnect with its last id (replay fills the hole).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections import deque
@@ -44,6 +52,10 @@ VM_EVENT_TYPES = (
 RING_SIZE = 10_000
 JOURNAL_ROTATE_BYTES = 8 * 1024 * 1024
 COMMIT_INTERVAL = 0.01
+#: Longest pause between retries of a failing journal write.
+MAX_RETRY_DELAY = 1.0
+#: Events held back by a failing journal before they are delivered regardless.
+MAX_UNDURABLE = 20_000
 
 
 def utc_now() -> str:
@@ -172,6 +184,25 @@ class Subscription:
         self.close()
 
 
+def cut_torn_tail(journal: Path) -> int:
+    """Drop a last line without its newline (a write cut short by a crash); returns the
+    bytes removed. Such an event was never delivered: delivery follows the fsync."""
+    try:
+        with open(journal, "rb+") as fh:
+            data = fh.read()
+            if not data or data.endswith(b"\n"):
+                return 0
+            keep = data.rfind(b"\n") + 1
+            fh.truncate(keep)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except FileNotFoundError:
+        return 0
+    log.warning("event journal: a torn last line was cut", path=str(journal),
+                bytes=len(data) - keep)
+    return len(data) - keep
+
+
 class EventBus(Actor[Any]):
     """Root-supervisor child. Other code calls ``publish``/``subscribe`` directly."""
 
@@ -191,6 +222,7 @@ class EventBus(Actor[Any]):
         self._commit_lock = trio.Lock()
         self.listeners: list[Callable[[Event], None]] = []
         self.journal_errors = 0
+        self._retry_delay = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -211,6 +243,7 @@ class EventBus(Actor[Any]):
 
     def _load_tail(self) -> None:
         self.events_dir.mkdir(parents=True, exist_ok=True)
+        cut_torn_tail(self.journal)
         for event in self._read_journal(0):
             self.ring.append(event)
             self._seq = max(self._seq, event.seq)
@@ -251,7 +284,7 @@ class EventBus(Actor[Any]):
             await self._wakeup.wait()
             self._wakeup = trio.Event()
             await self._commit()
-            await trio.sleep(COMMIT_INTERVAL)
+            await trio.sleep(max(COMMIT_INTERVAL, self._retry_delay))
 
     async def _commit(self) -> None:
         """Make everything published so far durable and deliver it.
@@ -270,10 +303,18 @@ class EventBus(Actor[Any]):
         try:
             await trio.to_thread.run_sync(self._append, lines)
         except OSError as exc:
-            # Availability over durability: deliver anyway, say so loudly.
             self.journal_errors += 1
-            log.error("event journal write failed; events delivered but not durable",
-                      error=str(exc), count=len(batch))
+            if len(batch) + len(self._pending) <= MAX_UNDURABLE:
+                # Durability first: hold the batch (ahead of newer events) and retry.
+                self._pending = batch + self._pending
+                self._retry_delay = min(MAX_RETRY_DELAY, max(0.05, self._retry_delay * 2))
+                self._wakeup.set()
+                log.error("event journal write failed; events held back until it works",
+                          error=str(exc), held=len(self._pending))
+                return
+            log.error("event journal write failed for too long; events delivered but "
+                      "not durable", error=str(exc), count=len(batch))
+        self._retry_delay = 0.0
         for event in batch:
             self._durable_seq = event.seq
             self.ring.append(event)
@@ -286,11 +327,25 @@ class EventBus(Actor[Any]):
                     log.error("event listener failed", error=repr(exc))
 
     def _append(self, lines: str) -> None:
-        with open(self.journal, "a", encoding="utf-8") as fh:
-            fh.write(lines)
-            fh.flush()
-            os.fsync(fh.fileno())
-            size = fh.tell()
+        """Append and fsync one batch; on failure cut the file back to where it began."""
+        data = lines.encode()
+        fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError:
+                # A torn fragment would glue itself to the next batch's first line and
+                # make both unreadable: leave the file as it was before this batch.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
+            size = start + len(data)
+        finally:
+            os.close(fd)
         if size > JOURNAL_ROTATE_BYTES:
             os.replace(self.journal, self.events_dir / "journal.1.jsonl")
             fd = os.open(self.events_dir, os.O_RDONLY)

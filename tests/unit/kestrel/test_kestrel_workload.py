@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from kestrel_testutil import write_workload
 
 from kestrel.children import ChildReaper
@@ -249,22 +251,43 @@ def test_reaper_collects_orphans_without_stealing_a_supervised_status() -> None:
     assert (stray, 5) in orphans
 
 
-def test_reaper_in_scoped_mode_leaves_other_children_alone() -> None:
-    def scenario() -> tuple[int | None, int]:
-        reaper = ChildReaper(reap_all=False)
-        reaper.start()
-        other = os.posix_spawn("/bin/sh", ["sh", "-c", "exit 4"], dict(os.environ))
-        _process, exited = reaper.spawn(["/bin/sh", "-c", "sleep 0.2; exit 2"])
-        code = exited.wait(10)
-        time.sleep(0.3)  # the other child is a zombie by now: it must stay untouched
-        reaper.stop()
-        return code, other
+def test_reaper_in_scoped_mode_leaves_other_children_alone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scoped mode only ever waits for the children it spawned.
 
-    code, other = scenario()
+    The reaper's wait calls are recorded rather than inferred from the other child's fate:
+    in a long test run, anything else in this process (e.g. subprocess's cleanup of a
+    stale Popen whose pid was reused) could collect that child too.
+    """
+    calls: list[tuple[str, int, int]] = []
+    real_waitpid, real_waitid = os.waitpid, os.waitid
+
+    def waitpid(pid: int, options: int) -> tuple[int, int]:
+        calls.append(("waitpid", pid, options))
+        return real_waitpid(pid, options)
+
+    def waitid(idtype: int, ident: int, options: int) -> object:
+        calls.append(("waitid", idtype, ident))
+        return real_waitid(idtype, ident, options)
+
+    reaper = ChildReaper(reap_all=False)
+    reaper.start()
+    other = os.posix_spawn("/bin/sh", ["sh", "-c", "exit 4"], dict(os.environ))
+    monkeypatch.setattr("kestrel.children.os.waitpid", waitpid)
+    monkeypatch.setattr("kestrel.children.os.waitid", waitid)
+    process, exited = reaper.spawn(["/bin/sh", "-c", "sleep 0.2; exit 2"])
+    code = exited.wait(10)
+    time.sleep(0.3)  # the other child is a zombie by now: the reaper must not touch it
+    reaper.stop()
+    monkeypatch.undo()
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(other, 0)
     assert code == 2
-    # Not collected by kestrel: its owner (this test) still gets the status.
-    _pid, status = os.waitpid(other, 0)
-    assert os.waitstatus_to_exitcode(status) == 4
+    waited = {(kind, target) for kind, target, _ in calls if kind == "waitpid"}
+    waited |= {(kind, ident) for kind, idtype, ident in calls
+               if kind == "waitid" and idtype == os.P_PID}
+    assert waited and all(target == process.pid for _kind, target in waited), calls
+    assert not [c for c in calls if c[0] == "waitid" and c[1] != os.P_PID], calls
 
 
 def test_stop_right_after_start_leaves_no_process_behind(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from volant.chaos.context import ChaosContext
 from volant.chaos.faults import CorruptStateFile
 from volant.chaos.invariants import Invariants, parse_state_file, state_file_problems
 from volant.chaos.report import Report
-from volant.chaos.sse import SSEFollower
+from volant.chaos.sse import SSEFollower, compare_with_journal
 from volant.chaos.target import OwnTarget, Target
 
 
@@ -34,6 +34,39 @@ def test_sse_follower_flags_gaps_and_duplicates_but_not_a_clean_sequence() -> No
     details = [v.detail for v in ctx.report.violations]
     assert details[0].startswith("gap: id 15 after 13")
     assert details[1].startswith("duplicate: id 15 after 15")
+
+
+async def test_events_streamed_while_the_journal_is_read_are_not_counted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The follower keeps receiving during the comparison; only its snapshot is compared."""
+    ctx = make_ctx()
+    follower = SSEFollower(ctx, first_after=10)
+    for event_id in (11, 12, 13):
+        follower._accept(event_id, "VM_LOG")
+
+    async def page(_ctx: ChaosContext, path: str, **kwargs: Any) -> Any:
+        follower._accept(14, "VM_LOG")  # arrives while the page is being fetched
+        after = int(kwargs["params"]["after"])
+        ids = [i for i in (11, 12, 13, 14) if i > after]
+        return {"events": [{"id": i, "type": "VM_LOG"} for i in ids], "last_event_id": 14}
+
+    monkeypatch.setattr(ChaosContext, "get_json", page)
+    assert await compare_with_journal(ctx, follower) == 3
+    assert ctx.report.violations == []
+
+    missing = make_ctx()
+    lone = SSEFollower(missing, first_after=10)
+    for event_id in (11, 12, 13):
+        lone._accept(event_id, "VM_LOG")
+
+    async def short_page(_ctx: ChaosContext, path: str, **kwargs: Any) -> Any:
+        if int(kwargs["params"]["after"]) >= 11:
+            return {"events": [], "last_event_id": 11}  # 12 and 13 are not in the journal
+        return {"events": [{"id": 11, "type": "VM_LOG"}], "last_event_id": 11}
+
+    monkeypatch.setattr(ChaosContext, "get_json", short_page)
+    await compare_with_journal(missing, lone)
+    assert [v.invariant for v in missing.report.violations] == ["sse_matches_journal"]
 
 
 def test_restart_counters_may_not_go_down_unless_the_vm_is_new() -> None:

@@ -8,6 +8,8 @@ JSON page of the same range and compares it id by id.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -85,22 +87,37 @@ class SSEFollower:
 
 async def compare_with_journal(ctx: ChaosContext, follower: SSEFollower) -> int:
     """Compare what the stream delivered with the JSON page (journal) of the same range."""
-    if not follower.seen:
+    # One snapshot of what was streamed: the follower keeps receiving while the pages
+    # are fetched, and events newer than ``last`` are not compared on either side.
+    seen = list(follower.seen)
+    if not seen:
         return 0
-    after = follower.seen[0][0] - 1
-    last = follower.seen[-1][0]
+    after = seen[0][0] - 1
+    last = seen[-1][0]
     journal: list[tuple[int, str]] = []
+    unanswered = 0
     while after < last:
         page: Any = await ctx.get_json("/api/v1/events/vms",
                                        params={"after": after, "limit": 1000},
                                        headers={"Accept": "application/json"})
-        if not isinstance(page, dict) or not page.get("events"):
+        if not isinstance(page, dict):
+            unanswered += 1  # volantd busy or restarting: ask again, do not guess
+            if unanswered > 20:
+                ctx.report.violation("sse_matches_journal",
+                                     f"the event page after id {after} could not be read")
+                break
+            await trio.sleep(0.5)
+            continue
+        if not page.get("events"):
             break
         for event in page["events"]:
             if int(event["id"]) <= last:
                 journal.append((int(event["id"]), str(event["type"])))
-        after = int(page["events"][-1]["id"])
-    streamed = dict(follower.seen)
+        newest = int(page["events"][-1]["id"])
+        if newest <= after:
+            break  # a page that does not move forward would loop forever
+        after = newest
+    streamed = dict(seen)
     recorded = dict(journal)
     missing = sorted(set(recorded) - set(streamed))
     extra = sorted(set(streamed) - set(recorded))
@@ -110,9 +127,37 @@ async def compare_with_journal(ctx: ChaosContext, follower: SSEFollower) -> int:
                              f"{len(missing)} journal events never streamed, e.g. {missing[:10]}")
     if extra:
         ctx.report.violation("sse_matches_journal",
-                             f"{len(extra)} streamed events not in the journal, e.g. {extra[:10]}")
+                             f"{len(extra)} streamed events not in the journal, e.g. {extra[:10]}"
+                             f"; {_journal_file_summary(ctx, extra)}")
     if differ:
         ctx.report.violation("sse_matches_journal",
                              f"{len(differ)} events differ in type, e.g. {differ[:10]}")
     ctx.report.checked("sse_matches_journal")
     return len(journal)
+
+
+def _journal_file_summary(ctx: ChaosContext, ids: list[int]) -> str:
+    """What the journal files on disk say about ``ids`` (own target only), for diagnosis."""
+    state_dir = getattr(ctx.target, "state_dir", None)
+    if state_dir is None:
+        return "journal file not visible (remote target)"
+    events_dir = Path(state_dir) / "events"
+    found: list[int] = []
+    unreadable = 0
+    newest = 0
+    for name in ("journal.1.jsonl", "journal.jsonl"):
+        try:
+            lines = (events_dir / name).read_bytes().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            try:
+                seq = int(json.loads(line)["id"])
+            except (ValueError, KeyError, TypeError):
+                unreadable += 1
+                continue
+            newest = max(newest, seq)
+            if seq in ids:
+                found.append(seq)
+    return (f"on disk: {len(found)} of them readable, {unreadable} unreadable lines, "
+            f"newest id {newest}")

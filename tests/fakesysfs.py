@@ -197,6 +197,10 @@ class _KernelSysfs(Sysfs):
             raise self._error(path, value, exc) from exc
 
 
+#: The standard tree's devices (see standard_tree).
+GPU, AUDIO, NIC, VIRTIO = "0000:01:00.0", "0000:01:00.1", "0000:02:00.0", "0000:03:00.0"
+
+
 def standard_tree(root: Path) -> FakeSysfsTree:
     """A GPU + its audio function in group 1, a NIC alone in group 2, vfio-pci loaded.
 
@@ -205,8 +209,8 @@ def standard_tree(root: Path) -> FakeSysfsTree:
     """
     tree = FakeSysfsTree(root)
     tree.add_driver("vfio-pci")
-    tree.add_device("0000:01:00.0", "10de", "2204", driver="nvidia", group="1", numa_node=0)
-    tree.add_device("0000:01:00.1", "10de", "1aef", driver="snd_hda_intel", group="1")
-    tree.add_device("0000:02:00.0", "8086", "1533", driver="igb", group="2", numa_node=1)
-    tree.add_device("0000:03:00.0", "1af4", "1000", driver=None, group="3")
+    tree.add_device(GPU, "10de", "2204", driver="nvidia", group="1", numa_node=0)
+    tree.add_device(AUDIO, "10de", "1aef", driver="snd_hda_intel", group="1")
+    tree.add_device(NIC, "8086", "1533", driver="igb", group="2", numa_node=1)
+    tree.add_device(VIRTIO, "1af4", "1000", driver=None, group="3")
     return tree

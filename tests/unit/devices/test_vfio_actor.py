@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import trio
 
-from tests.fakesysfs import FakeSysfsTree, standard_tree
+from tests.fakesysfs import AUDIO, GPU, NIC, VIRTIO, FakeSysfsTree
 from volant.devices import VfioManager
 from volant.errors import ConflictError, UnprocessableError
 from volant.orchestrator.lifecycle import DaemonLifecycle
@@ -17,18 +15,6 @@ from volant.orchestrator.vfio import (
     check_assignment,
     recover_vfio,
 )
-
-GPU, AUDIO, NIC, VIRTIO = "0000:01:00.0", "0000:01:00.1", "0000:02:00.0", "0000:03:00.0"
-
-
-@pytest.fixture
-def tree(tmp_path: Path) -> FakeSysfsTree:
-    return standard_tree(tmp_path / "sys")
-
-
-@pytest.fixture
-def manager(tree: FakeSysfsTree) -> VfioManager:
-    return VfioManager(tree.sysfs())
 
 
 class Recorder:

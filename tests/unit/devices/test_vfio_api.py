@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from quart_trio import QuartTrio
 
-from tests.fakesysfs import FakeSysfsTree, standard_tree
+from tests.fakesysfs import AUDIO, GPU, NIC, FakeSysfsTree, standard_tree
 from volant.api import vfio
 from volant.api.context import ApiContext
 from volant.api.errors import install_error_handlers
@@ -16,7 +16,6 @@ from volant.config import Config
 from volant.devices import VfioManager
 from volant.orchestrator.vfio import VfioOwnership
 
-GPU, AUDIO, NIC, VIRTIO = "0000:01:00.0", "0000:01:00.1", "0000:02:00.0", "0000:03:00.0"
 P = "/api/v1/vfio/devices"
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.fakesysfs import FakeSysfsTree, standard_tree
+from tests.fakesysfs import NIC, VIRTIO, FakeSysfsTree
 from volant.config import Config
 from volant.devices import VfioManager
 from volant.errors import UnavailableError
@@ -29,18 +29,6 @@ from volant.orchestrator.vmrecord import (
 )
 from volant.orchestrator.vms import VMManager, vm_supervisor
 from volant.store import StateStore, StoreFullError
-
-GPU, AUDIO, NIC, VIRTIO = "0000:01:00.0", "0000:01:00.1", "0000:02:00.0", "0000:03:00.0"
-
-
-@pytest.fixture
-def tree(tmp_path: Path) -> FakeSysfsTree:
-    return standard_tree(tmp_path / "sys")
-
-
-@pytest.fixture
-def manager(tree: FakeSysfsTree) -> VfioManager:
-    return VfioManager(tree.sysfs())
 
 
 @pytest.fixture

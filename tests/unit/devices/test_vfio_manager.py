@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakesysfs import FakeSysfsTree, standard_tree
+from tests.fakesysfs import AUDIO, GPU, NIC, VIRTIO, FakeSysfsTree
 from volant.devices import Sysfs, SysfsWriteError, VfioManager, allowlist_matches, sysfs_root
 from volant.errors import (
     ConflictError,
@@ -16,18 +16,6 @@ from volant.errors import (
     UnprocessableError,
     ValidationError,
 )
-
-GPU, AUDIO, NIC, VIRTIO = "0000:01:00.0", "0000:01:00.1", "0000:02:00.0", "0000:03:00.0"
-
-
-@pytest.fixture
-def tree(tmp_path: Path) -> FakeSysfsTree:
-    return standard_tree(tmp_path / "sys")
-
-
-@pytest.fixture
-def manager(tree: FakeSysfsTree) -> VfioManager:
-    return VfioManager(tree.sysfs())
 
 
 def test_sysfs_root_from_environment() -> None:

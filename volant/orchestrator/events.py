@@ -189,9 +189,14 @@ def cut_torn_tail(journal: Path) -> int:
     bytes removed. Such an event was never delivered: delivery follows the fsync."""
     try:
         with open(journal, "rb+") as fh:
-            data = fh.read()
-            if not data or data.endswith(b"\n"):
+            size = fh.seek(0, os.SEEK_END)
+            if size == 0:
                 return 0
+            fh.seek(size - 1)
+            if fh.read(1) == b"\n":
+                return 0  # the common case: one byte read, the load reads the rest
+            fh.seek(0)
+            data = fh.read()
             keep = data.rfind(b"\n") + 1
             fh.truncate(keep)
             fh.flush()

@@ -24,6 +24,7 @@ replaced, *before* acting, so a volantd killed mid-way resumes the same step.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Awaitable, Callable, Iterable
@@ -41,7 +42,7 @@ from volant.names import MAX_NAME_LENGTH, validate_name
 from volant.orchestrator.events import EventBus, EventFilter, utc_now
 from volant.orchestrator.vmcreate import prepare_create
 from volant.orchestrator.vms import DestroyVM, VMManager
-from volant.store import SnapshotCodec, StateStore
+from volant.store import SnapshotCodec, StateStore, StoreFullError, StoreWriteError
 
 log = get_logger("volant.deployments")
 
@@ -470,7 +471,10 @@ class DeploymentActor(Actor[Any]):
                 self._failed_passes += 1
                 self.log.warning("reconcile pass failed", error=str(exc))
                 if self.doc.get("last_error") != str(exc):
-                    await self._persist(last_error=str(exc))
+                    # Best effort: when the pass failed because the disk is full, this
+                    # write fails too, and the next pass retries anyway.
+                    with contextlib.suppress(StoreFullError, StoreWriteError):
+                        await self._persist(last_error=str(exc))
                 # Back off (a removed plugin fails every pass), but an operator's request
                 # (scale, config, delete) is served at once.
                 delay = min(HEAL_BACKOFF_MAX, 0.5 * 2 ** (self._failed_passes - 1))

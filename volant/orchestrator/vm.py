@@ -110,6 +110,7 @@ from volant.runtime.base import (
     stop_ladder,
 )
 from volant.store import StateStore
+from volant.store.retry import write_until_stored
 from volant.vmconfig import (
     ConfigStore,
     VersionedConfig,
@@ -268,17 +269,31 @@ class VMActor(Actor[Any]):
             restart_required=self._restart_required())
 
     async def _save(self, **changes: Any) -> None:
-        """Persist, then publish the new view. A failed write leaves memory unchanged.
+        """Persist a fact about the VM, then publish the new view.
+
+        A fact (a VMM launched or exited, a restart counted) cannot be refused, so a
+        full or failing disk is waited out (``write_until_stored``); until the write
+        lands nothing of it is published, as the event journal holds its events back.
+        Only a user's request may be refused for lack of space: ``_save_request``.
 
         Serialised by a lock: a VFIO binding actor records original drivers from the
         runner's task while this actor may be saving too; no update may be lost.
         """
+        await self._write(changes, retry=True)
+
+    async def _save_request(self, **changes: Any) -> None:
+        """Persist what a user asked for; a failed write raises (507) and changes nothing."""
+        await self._write(changes, retry=False)
+
+    async def _write(self, changes: dict[str, Any], *, retry: bool) -> None:
         async with self._save_lock:
             updated = attrs.evolve(self.record, updated_at=utc_now(), **changes)
-            await trio.to_thread.run_sync(
-                self.deps.store.write, f"vms/{updated.name}/state.json", VM_CODEC,
-                record_to_doc(updated),
-            )
+            path, doc = f"vms/{updated.name}/state.json", record_to_doc(updated)
+            if retry:
+                await write_until_stored(
+                    lambda: self.deps.store.write(path, VM_CODEC, doc), what=path)
+            else:
+                await trio.to_thread.run_sync(self.deps.store.write, path, VM_CODEC, doc)
             self.record = updated
         self.deps.publish_view(updated.name, self.view())
 
@@ -694,15 +709,16 @@ class VMActor(Actor[Any]):
             await self._check_config(self.config.config)  # a bad device is the caller's 4xx
         if self.runner is not None:
             await self._stop_runner()
-        await self._save(desired="running", consecutive_failures=0)
+        await self._save_request(desired="running", consecutive_failures=0)
         await self._launch()
         return self.view()
 
     async def _user_stop(self) -> dict[str, Any]:
         r = self.record
         was_running = self.runner is not None
+        await self._save_request(desired="stopped",
+                                 status=VMStatus.STOPPING if was_running else r.status)
         self.generation += 1  # cancels a pending automatic restart too
-        await self._save(desired="stopped", status=VMStatus.STOPPING if was_running else r.status)
         if was_running:
             self._event("VM_STOPPING", "stopping vm")
             await self._stop_runner()
@@ -712,8 +728,8 @@ class VMActor(Actor[Any]):
         return self.view()
 
     async def _destroy(self) -> dict[str, Any]:
+        await self._save_request(desired="stopped", status=VMStatus.DESTROYING)
         self.generation += 1
-        await self._save(desired="stopped", status=VMStatus.DESTROYING)
         had_runner = self.runner is not None
         await self._stop_runner()
         if not had_runner:

@@ -28,7 +28,7 @@ from volant.orchestrator.deployments import (
 from volant.orchestrator.events import EventBus
 from volant.orchestrator.plugins import Resolve
 from volant.orchestrator.vms import CreateVM, DestroyVM
-from volant.store import StateStore
+from volant.store import StateStore, StoreFullError
 
 
 class FakeVMs(Actor[Any]):
@@ -38,6 +38,7 @@ class FakeVMs(Actor[Any]):
         self.views: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
         self.boot_status = "running"
+        self.disk_full = False
 
     def list_views(self) -> list[dict[str, Any]]:
         return list(self.views.values())
@@ -52,6 +53,8 @@ class FakeVMs(Actor[Any]):
             case CreateVM(resolved, _, _, deployment):
                 name = resolved.request.name
                 self.calls.append(("create", name))
+                if self.disk_full:
+                    raise StoreFullError(f"no space left to write vms/{name}/state.json")
                 if name in self.views:
                     raise ConflictError(f"vm {name} already exists")
                 self.add(name, deployment, self.boot_status)
@@ -157,6 +160,29 @@ async def test_scale_creates_missing_and_removes_highest_first(env: Env) -> None
         return doc and doc["replica_versions"]
 
     await until(lambda: versions() == {"web-1": 1})
+
+
+async def test_a_full_disk_fails_passes_without_crashing_the_actor(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by volant-chaos: a pass failing on a full disk then failed to record its
+    error (the disk was still full) and the exception crashed the deployment actor."""
+    ref = await env.start("web", doc_for("web", 1))
+    await until(lambda: sorted(env.vms.views) == ["web-1"])
+    real_write = env.store.write
+
+    def full_write(*args: Any, **kwargs: Any) -> None:
+        raise StoreFullError("no space left to write deployments/web.toml")
+
+    env.vms.disk_full = True
+    monkeypatch.setattr(env.store, "write", full_write)
+    env.vms.calls.clear()
+    del env.vms.views["web-1"]  # a replica lost while nothing can be written
+    env.events.publish("VM_DELETED", "web-1", "stopped")
+    await until(lambda: len(env.vms.calls) >= 2)  # it kept trying: the actor is alive
+    env.vms.disk_full = False
+    monkeypatch.setattr(env.store, "write", real_write)
+    await until(lambda: sorted(env.vms.views) == ["web-1"], timeout=10)
+    assert (await ref.call(Patch(replicas=1)))["desired_replicas"] == 1
 
 
 async def test_startup_reconciles_with_existing_replicas_without_duplicates(env: Env) -> None:

@@ -100,4 +100,11 @@ def test_a_request_that_cannot_be_written_is_refused_and_changes_nothing(
         assert client.post("/api/v1/vms/steady/stop").status_code in (200, 202)
         wait_status(client, "steady", "stopped")
         assert not pid_alive(vm["pid"])
+        with disk_full(state_tmpfs):
+            answer = client.post("/api/v1/vms/steady/start")
+            assert answer.status_code == 507, answer.text
+            time.sleep(0.5)
+            view = get(client, "steady")
+            assert view["status"] == "stopped" and view["pid"] is None
+            assert view["desired_state"] == "stopped"
 

@@ -707,9 +707,9 @@ class VMActor(Actor[Any]):
             raise ConflictError(f"vm {r.name} is already {r.status.value}")
         if self.config is not None:
             await self._check_config(self.config.config)  # a bad device is the caller's 4xx
+        await self._save_request(desired="running", consecutive_failures=0)
         if self.runner is not None:
             await self._stop_runner()
-        await self._save_request(desired="running", consecutive_failures=0)
         await self._launch()
         return self.view()
 

@@ -14,7 +14,9 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from tests.daemon_process import VolantdProcess, running_daemon
@@ -63,12 +65,17 @@ def disk_full(directory: Path) -> Iterator[Path]:
         filler.unlink(missing_ok=True)
 
 
+def running_vm(client: httpx.Client, tmp_path: Path, state: Path, name: str
+               ) -> tuple[dict[str, Any], Path]:
+    """A running VM of the demo plugin and the path of its state record."""
+    install(client, write_plugin(tmp_path))
+    return create(client, name), state / "vms" / name / "state.json"
+
+
 def test_a_crash_during_a_full_disk_is_handled_once_the_disk_frees(
         daemon: VolantdProcess, tmp_path: Path, state_tmpfs: Path) -> None:
     with daemon.client() as client:
-        install(client, write_plugin(tmp_path))
-        vm = create(client, "crashy")
-        record_file = state_tmpfs / "vms" / "crashy" / "state.json"
+        vm, record_file = running_vm(client, tmp_path, state_tmpfs, "crashy")
         with disk_full(state_tmpfs):
             kill(vm["pid"])
             time.sleep(1.5)  # the crash report arrives and cannot be written
@@ -84,9 +91,7 @@ def test_a_crash_during_a_full_disk_is_handled_once_the_disk_frees(
 def test_a_request_that_cannot_be_written_is_refused_and_changes_nothing(
         daemon: VolantdProcess, tmp_path: Path, state_tmpfs: Path) -> None:
     with daemon.client() as client:
-        install(client, write_plugin(tmp_path))
-        vm = create(client, "steady")
-        record_file = state_tmpfs / "vms" / "steady" / "state.json"
+        vm, record_file = running_vm(client, tmp_path, state_tmpfs, "steady")
         before = record_file.read_bytes()
         with disk_full(state_tmpfs):
             answer = client.post("/api/v1/vms/steady/stop")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
+from tests.actortools import run_until_stopped
 from tests.fakesysfs import AUDIO, GPU, NIC, VIRTIO, FakeSysfsTree
 from volant.devices import VfioManager
 from volant.errors import ConflictError, UnprocessableError
@@ -35,19 +36,6 @@ def make_actor(vm: str, address: str, manager: VfioManager, ownership: VfioOwner
                ) -> VfioBindingActor:
     return VfioBindingActor(vm, address, manager=manager, ownership=ownership,
                             lifecycle=lifecycle, record_original=recorder, **kw)  # type: ignore[arg-type]
-
-
-async def run_until_stopped(actor: VfioBindingActor, nursery: trio.Nursery) -> trio.Event:
-    done = trio.Event()
-
-    async def runner(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            await actor.run(task_status=task_status)
-        finally:
-            done.set()
-
-    await nursery.start(runner)
-    return done
 
 
 async def test_binds_records_original_first_and_restores_on_stop(

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import trio
 
+from tests.actortools import run_until_stopped
 from tests.fakesysfs import NIC, VIRTIO, FakeSysfsTree
 from volant.config import Config
 from volant.devices import VfioManager
@@ -61,26 +62,13 @@ def binding_actor(vm: str, address: str, manager: VfioManager, ownership: VfioOw
                             lifecycle=lifecycle, record_original=no_record, **kw)
 
 
-async def start(actor: VfioBindingActor, nursery: trio.Nursery) -> trio.Event:
-    done = trio.Event()
-
-    async def runner(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            await actor.run(task_status=task_status)
-        finally:
-            done.set()
-
-    await nursery.start(runner)
-    return done
-
-
 async def bind_and_detach(vm: str, address: str, manager: VfioManager,
                           store: StateStore) -> None:
     """Bind ``address`` for ``vm``, then stop the way a stopping volantd does (device kept)."""
     ownership, lifecycle = fresh_ownership(store), DaemonLifecycle("t")
     actor = binding_actor(vm, address, manager, ownership, lifecycle)
     async with trio.open_nursery() as nursery:
-        done = await start(actor, nursery)
+        done = await run_until_stopped(actor, nursery)
         lifecycle.detaching = True
         actor.request_stop()
         await done.wait()
@@ -158,7 +146,7 @@ async def test_entry_written_before_the_bind_and_dropped_after_release(
     tree.kernel_write = spying_write  # type: ignore[method-assign]
     actor = binding_actor("web", NIC, manager, ownership, lifecycle)
     async with trio.open_nursery() as nursery:
-        done = await start(actor, nursery)
+        done = await run_until_stopped(actor, nursery)
         assert tree.driver_of(NIC) == "vfio-pci"
         assert seen_at_first_write[0][NIC]["vm"] == "web"  # durable before sysfs changed
         assert seen_at_first_write[0][NIC]["original_driver"] == "igb"
@@ -258,7 +246,7 @@ async def test_a_restarted_manager_leaves_running_binding_actors_alone(
     ownership = fresh_ownership(store)
     actor = binding_actor("web", NIC, manager, ownership, DaemonLifecycle("t"))
     async with trio.open_nursery() as nursery:
-        await start(actor, nursery)
+        await run_until_stopped(actor, nursery)
         ledger = ownership.ledger
         assert ledger is not None
         async with ledger.lock:

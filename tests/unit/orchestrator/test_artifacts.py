@@ -11,8 +11,8 @@ import attrs
 import pytest
 import trio
 
-from tests.blobserver import serve_blobs
-from volant.actors import Actor
+from tests.blobserver import BlobServer, serve_blobs
+from volant.actors import Actor, ActorRef
 from volant.errors import NotFoundError, UnprocessableError, ValidationError
 from volant.media import MediaCache
 from volant.orchestrator.artifactrecord import (
@@ -345,15 +345,22 @@ async def test_start_resumes_fetches_and_drops_orphans(env: Env) -> None:
     assert (await again.ref.call(ListArtifacts("demo")))[0].id == 4
 
 
+async def start_slow_fetch(registry: ActorRef[Any], server: BlobServer, version: str,
+                           name: str) -> Upserted:
+    """Upsert an artifact served from ``/slow`` and return once its fetch has begun."""
+    upserted: Upserted = await registry.call(UpsertArtifact("demo", {
+        "version": version, "artifact_name": name, "source_url": f"{server.url}/slow",
+        "checksum": OTHER_DIGEST}))
+    with trio.fail_after(5):
+        while not server.hits["/slow"]:
+            await trio.sleep(0.01)
+    return upserted
+
+
 async def test_a_newer_upsert_wins_over_a_fetch_in_flight(env: Env) -> None:
     registry = await env.start()
     with serve_blobs({"/slow": OTHER}, slow={"/slow"}) as server:
-        first: Upserted = await registry.ref.call(UpsertArtifact("demo", {
-            "version": "1.0", "artifact_name": "blob", "source_url": f"{server.url}/slow",
-            "checksum": OTHER_DIGEST}))
-        with trio.fail_after(5):
-            while not server.hits["/slow"]:
-                await trio.sleep(0.01)
+        first = await start_slow_fetch(registry.ref, server, "1.0", "blob")
         second: Upserted = await registry.ref.call(UpsertArtifact("demo", env.file_body()))
         assert second.settled is first.settled  # earlier waiters wait for the newest fetch
         with trio.fail_after(10):
@@ -366,12 +373,7 @@ async def test_a_newer_upsert_wins_over_a_fetch_in_flight(env: Env) -> None:
 async def test_delete_cancels_a_fetch_and_wakes_its_waiters(env: Env) -> None:
     registry = await env.start()
     with serve_blobs({"/slow": OTHER}, slow={"/slow"}) as server:
-        pending: Upserted = await registry.ref.call(UpsertArtifact("demo", {
-            "version": "1", "artifact_name": "s", "source_url": f"{server.url}/slow",
-            "checksum": OTHER_DIGEST}))
-        with trio.fail_after(5):
-            while not server.hits["/slow"]:
-                await trio.sleep(0.01)
+        pending = await start_slow_fetch(registry.ref, server, "1", "s")
         assert await registry.ref.call(DeleteArtifacts("demo", "1")) == 1
         with trio.fail_after(5):
             await pending.settled.wait()
